@@ -1,0 +1,232 @@
+"""Pull a model's files from a Hub or mirror into the cache, verified, single-flight.
+
+Flow for one repo (under a cross-process lock, so N processes download once):
+resolve the revision to a commit → list the files and their hashes → choose the files the
+backend needs (never pickle weights unless allowed) → disk preflight → download each missing
+file into a private staging dir (huggingface_hub, with our retries) → verify size + hash +
+format → quarantine and re-fetch once on mismatch → move blobs in → publish the snapshot →
+write the ref, the pin and the metadata. Mirrors are tried in order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download
+from tqdm.auto import tqdm
+
+from .errors import DiskSpaceError, DownloadError, IntegrityError, OfflineError, UnsafeFileError
+from .integrity import FileExpectation, StatStamp, verify_file
+from .lockfile import Lockfile, Pin
+from .registry import PICKLE_PATTERNS, ModelSpec
+from .remote import RemoteRepo
+from .retry import RetryPolicy, RetryStats
+from .settings import Settings
+from .store import CacheStore
+
+log = logging.getLogger("modelcache")
+
+
+class _Bar(tqdm):
+    """huggingface_hub's per-file bar, shown on a terminal only."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["disable"] = kwargs.get("disable") or not sys.stderr.isatty()
+        super().__init__(*args, **kwargs)
+
+
+@dataclass
+class PullResult:
+    repo_id: str
+    revision: str
+    commit: str
+    snapshot: Path
+    endpoint: str | None
+    files: dict[str, FileExpectation]
+    downloaded: list[str] = field(default_factory=list)
+    bytes_downloaded: int = 0
+    seconds: float = 0.0
+    requests_made: bool = True
+    dry_run: bool = False
+    stats: RetryStats = field(default_factory=RetryStats)
+
+    def to_dict(self) -> dict:
+        return {
+            "repo_id": self.repo_id, "revision": self.revision, "commit": self.commit,
+            "snapshot": str(self.snapshot), "endpoint": self.endpoint, "files": sorted(self.files),
+            "downloaded": self.downloaded, "bytes_downloaded": self.bytes_downloaded,
+            "seconds": round(self.seconds, 3), "network": self.requests_made, "dry_run": self.dry_run,
+            "retries": self.stats.retries, "rate_limited": self.stats.rate_limited,
+        }
+
+
+def select_files(spec: ModelSpec, files: dict[str, FileExpectation], allow_pickle: bool,
+                 include: tuple[str, ...] | None = None) -> dict[str, FileExpectation]:
+    """The subset of a repo a backend needs; refuses pickle-only weights unless allowed."""
+    patterns = include or spec.include
+    chosen = {p: e for p, e in files.items()
+              if any(fnmatch.fnmatch(p, pat) for pat in patterns)
+              and not (include is None and any(fnmatch.fnmatch(p, pat) for pat in spec.exclude))}
+    pickles = {p for p in files if any(fnmatch.fnmatch(p, pat) for pat in PICKLE_PATTERNS)}
+    if allow_pickle:
+        chosen.update({p: files[p] for p in pickles if include is None})
+    else:
+        chosen = {p: e for p, e in chosen.items() if p not in pickles}
+        has_safe_weights = any(p.endswith((".safetensors", ".gguf", ".onnx")) for p in chosen)
+        if pickles and not has_safe_weights and include is None:
+            raise UnsafeFileError(
+                f"{spec.repo_id}: only pickle weights ({', '.join(sorted(pickles))})",
+                "pickle files can run code when loaded. Use a repo with safetensors, or pass "
+                "--allow-pickle / download.allow_pickle=true if you trust it.")
+    if not chosen:
+        raise DownloadError(spec.repo_id, {"files": f"no file matches {list(patterns)}"})
+    return chosen
+
+
+class Puller:
+    def __init__(self, settings: Settings, store: CacheStore, lockfile: Lockfile):
+        self.settings = settings
+        self.store = store
+        self.lockfile = lockfile
+        d = settings.download
+        self.policy = RetryPolicy(d.retries, d.backoff_base, d.backoff_max)
+
+    # -- the cache side -----------------------------------------------------------------
+    def cached(self, spec: ModelSpec, revision: str | None = None) -> PullResult | None:
+        """A complete cached snapshot for the pinned revision, with zero network."""
+        revision = revision or spec.revision
+        pin = self.lockfile.get(spec.repo_id, revision)
+        commit = pin.commit if pin else self.store.resolve(spec.repo_id, revision)
+        if not commit:
+            return None
+        on_disk = self.store.snapshot_files(spec.repo_id, commit)
+        expected = pin.files if pin else {}
+        if not on_disk or any(p not in on_disk for p in expected):
+            return None
+        return PullResult(spec.repo_id, revision, commit, self.store.snapshot_dir(spec.repo_id, commit),
+                          None, expected or {p: FileExpectation(p) for p in on_disk}, requests_made=False)
+
+    # -- the network side ---------------------------------------------------------------
+    def pull(self, spec: ModelSpec, revision: str | None = None, endpoints: list[str] | None = None,
+             dry_run: bool = False, upgrade: bool = False, include: tuple[str, ...] | None = None,
+             allow_pickle: bool | None = None) -> PullResult:
+        revision = revision or spec.revision
+        if not upgrade and include is None and (hit := self.cached(spec, revision)):
+            return hit
+        if self.settings.offline:
+            raise OfflineError(spec.name)
+        if not dry_run:
+            self.store._require_writable(f"pull {spec.repo_id}")
+        allow_pickle = self.settings.download.allow_pickle if allow_pickle is None else allow_pickle
+        failures: dict[str, str] = {}
+        stats = RetryStats()
+        for endpoint in endpoints or self.settings.endpoints:
+            remote = RemoteRepo(endpoint, self.settings.token_value, self.settings.download.connect_timeout,
+                                self.policy, stats)
+            try:
+                if dry_run:
+                    return self._plan(spec, revision, remote, allow_pickle, include, stats)
+                with self.store.lock(spec.repo_id):
+                    if not upgrade and include is None and (hit := self.cached(spec, revision)):
+                        return hit  # another process finished while we waited
+                    return self._pull_from(spec, revision, remote, allow_pickle, include, stats)
+            except (UnsafeFileError, DiskSpaceError, IntegrityError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded per endpoint, re-raised as DownloadError
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                failures[endpoint] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                log.warning("pull %s from %s failed: %s", spec.repo_id, endpoint, failures[endpoint])
+        raise DownloadError(spec.repo_id, failures)
+
+    def _plan(self, spec, revision, remote, allow_pickle, include, stats) -> PullResult:
+        commit = remote.resolve(spec.repo_id, revision)
+        files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
+        missing = [p for p, e in files.items() if not self._have(spec.repo_id, commit, e)]
+        return PullResult(spec.repo_id, revision, commit, self.store.snapshot_dir(spec.repo_id, commit),
+                          remote.endpoint, files, downloaded=missing,
+                          bytes_downloaded=sum(files[p].size or 0 for p in missing), dry_run=True, stats=stats)
+
+    def _have(self, repo_id: str, commit: str, exp: FileExpectation) -> bool:
+        blob = self.store.blob_path(repo_id, exp.blob_name)
+        return blob.exists() and blob.stat().st_size == exp.size
+
+    def _preflight(self, need: int) -> None:
+        root = self.store.root
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        margin = self.settings.download.disk_margin_mb * 1024 * 1024
+        if need + margin > free:
+            raise DiskSpaceError(str(root), need + margin, free)
+
+    def _check_known(self, spec: ModelSpec, commit: str, files: dict[str, FileExpectation]) -> None:
+        """The Hub's hashes must agree with what we already know for sure."""
+        pinned = {}
+        for pin in self.lockfile.pins():
+            if pin.repo_id == spec.repo_id and pin.commit == commit:
+                pinned = pin.files
+        for path, exp in files.items():
+            known = spec.known_sha256.get(path) or (pinned.get(path).sha256 if path in pinned else None)
+            if known and exp.sha256 and known != exp.sha256:
+                raise IntegrityError(path, "sha256 (registry/lockfile vs endpoint)", known, exp.sha256,
+                                     detail="the endpoint serves different content than pinned")
+
+    def _pull_from(self, spec, revision, remote: RemoteRepo, allow_pickle, include, stats) -> PullResult:
+        t0 = time.perf_counter()
+        commit = remote.resolve(spec.repo_id, revision)
+        files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
+        self._check_known(spec, commit, files)
+        missing = {p: e for p, e in files.items() if not self._have(spec.repo_id, commit, e)}
+        self._preflight(sum(e.size or 0 for e in missing.values()))
+        stamps: dict[str, list] = {}
+        with self.store.staging() as staging:
+            for path, exp in missing.items():
+                blob = self._fetch_verified(spec.repo_id, commit, exp, remote, staging, stats)
+                st = StatStamp.of(blob)
+                stamps[path] = [st.size, st.mtime_ns, st.ino]
+            snapshot = self.store.publish_snapshot(spec.repo_id, commit, files, staging)
+        self.store.write_ref(spec.repo_id, revision, commit)
+        if include is None:
+            self.lockfile.set(Pin(spec.repo_id, revision, commit, files))
+        size = sum(e.size or 0 for e in files.values())
+        meta = self.store.read_meta(spec.repo_id)
+        verified = meta.get("verified", {})
+        verified.setdefault(commit, {}).update(stamps)
+        self.store.update_meta(spec.repo_id, downloaded_at=time.time(), source_endpoint=remote.endpoint,
+                               size=size, verified=verified, last_validated=time.time(), revision=revision,
+                               commit=commit)
+        result = PullResult(spec.repo_id, revision, commit, snapshot, remote.endpoint, files,
+                            downloaded=sorted(missing), bytes_downloaded=sum(e.size or 0 for e in missing.values()),
+                            seconds=time.perf_counter() - t0, stats=stats)
+        log.info("pulled %s@%s (%s) from %s: %d files, %d bytes in %.1fs", spec.repo_id, revision,
+                 commit[:12], remote.endpoint, len(missing), result.bytes_downloaded, result.seconds)
+        return result
+
+    def _fetch_verified(self, repo_id: str, commit: str, exp: FileExpectation, remote: RemoteRepo,
+                        staging: Path, stats: RetryStats) -> Path:
+        """Download one file into staging, verify it, move it into blobs/. Re-fetch once on mismatch."""
+        for attempt in (1, 2):
+            target = staging / f"dl{attempt}"
+
+            def fetch() -> str:
+                return hf_hub_download(
+                    repo_id, exp.path, revision=commit, local_dir=target, endpoint=remote.endpoint,
+                    token=remote.token, etag_timeout=remote.timeout, force_download=True, tqdm_class=_Bar)
+
+            path = Path(self.policy.call(fetch, f"download {repo_id}/{exp.path}", stats))
+            try:
+                verify_file(path, exp)
+            except IntegrityError as err:
+                self.store.quarantine(repo_id, path, exp.path)
+                log.warning("%s (attempt %d of 2)", err, attempt)
+                if attempt == 2:
+                    raise
+                continue
+            return self.store.install_blob(repo_id, path, exp.blob_name)
+        raise AssertionError("unreachable")

@@ -1,0 +1,309 @@
+"""``ModelManager``: the facade adapters and the CLI use.
+
+registry lookup → cache (hit? verified?) → pull on a miss → integrity → backend load (lazy) → vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import fingerprint as fp
+from .download import PullResult, Puller, select_files
+from .errors import IntegrityError, OfflineError, UnknownModelError
+from .integrity import FileExpectation, StatStamp, git_blob_sha1, sha256_file, verify_file
+from .lockfile import Lockfile, Pin
+from .registry import ModelSpec, Registry, get_registry
+from .settings import Settings, load_settings
+from .store import CacheStore
+
+log = logging.getLogger("modelcache")
+
+#: files stored as LFS objects on the Hub (their blob is named by sha256)
+LFS_SUFFIXES = (".safetensors", ".onnx", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
+LFS_MIN_SIZE = 10 * 1024 * 1024
+
+
+@dataclass
+class LocalModel:
+    spec: ModelSpec
+    commit: str
+    path: Path
+    files: dict[str, FileExpectation]
+    pulled: PullResult | None = None
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    repo_id: str
+    commit: str | None
+    ok: bool
+    checked: list[str] = field(default_factory=list)
+    hashed: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)
+    functional: dict | None = None
+    seconds: float = 0.0
+    bytes_hashed: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("model", "repo_id", "commit", "ok", "checked", "hashed",
+                                              "failures", "quarantined", "functional", "bytes_hashed")} | {
+            "seconds": round(self.seconds, 4)}
+
+
+def _expectation_from_blob(path: str, link: Path) -> FileExpectation:
+    """Offline, the HF layout itself names the expected hash: blob = sha256 (64) or git sha1 (40)."""
+    blob = os.path.basename(os.readlink(link)) if link.is_symlink() else ""
+    if len(blob) == 64:
+        return FileExpectation(path, sha256=blob)
+    if len(blob) == 40:
+        return FileExpectation(path, blob_id=blob)
+    return FileExpectation(path)
+
+
+class ModelManager:
+    """Pull, verify and load embedding models. Cheap to construct: nothing is loaded here."""
+
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None):
+        self.settings = settings or load_settings()
+        self.registry = registry or get_registry()
+        self.store = CacheStore(self.settings.cache_dir, self.settings.model_cache.read_only)
+        lock_path = self.settings.model_cache.lockfile or (self.store.state_dir / "lock.json")
+        self.lockfile = Lockfile(lock_path, read_only=self.store.read_only)
+        self.puller = Puller(self.settings, self.store, self.lockfile)
+        self._loaded: dict[tuple, object] = {}
+        self._load_lock = threading.Lock()
+
+    # -- lookup -------------------------------------------------------------------------
+    def spec(self, model: str | ModelSpec | None = None) -> ModelSpec:
+        if isinstance(model, ModelSpec):
+            return model
+        return self.registry.get(model or self.settings.model)
+
+    # -- getting files on disk ----------------------------------------------------------
+    def pull(self, model: str | ModelSpec | None = None, revision: str | None = None, **kwargs) -> PullResult:
+        spec = self.spec(model)
+        if spec.local_dir is not None and spec.source != "hub":
+            return self.install(spec, spec.local_dir).pulled
+        result = self.puller.pull(spec, revision, **kwargs)
+        if result.downloaded and not result.dry_run and kwargs.get("include") is None:
+            self._functional_after_write(spec, result.commit, result.snapshot)
+        return result
+
+    def ensure(self, model: str | ModelSpec | None = None, revision: str | None = None,
+               download: bool = True) -> LocalModel:
+        """The model's files on disk, verified (fast path: stat stamps), pulling if needed."""
+        spec = self.spec(model)
+        hit = self.puller.cached(spec, revision)
+        if hit is None:
+            if spec.source != "hub" and spec.local_dir is not None:
+                return self.install(spec, spec.local_dir)
+            if not download or self.settings.offline:
+                raise OfflineError(spec.name, "the model is not in the cache" + (
+                    " and offline mode is on" if self.settings.offline else ""))
+            hit = self.pull(spec, revision)
+        else:
+            report = self.verify(spec, revision=revision)
+            if not report.ok:
+                if self.settings.offline or self.store.read_only:
+                    first = next(iter(report.failures.items()))
+                    raise IntegrityError(first[0], "verify", detail=first[1])
+                log.warning("%s failed verification (%s); fetching it again", spec.name, report.failures)
+                hit = self.puller.pull(spec, revision, upgrade=True)
+        self.store.touch(spec.repo_id)
+        return LocalModel(spec, hit.commit, hit.snapshot, hit.files, hit)
+
+    def install(self, model: str | ModelSpec, from_dir: Path, force: bool = False) -> LocalModel:
+        """Copy a model directory (a bundle, the bundled package, a USB stick) into the cache."""
+        spec = self.spec(model)
+        from_dir = Path(from_dir)
+        if not from_dir.is_dir():
+            raise FileNotFoundError(f"{from_dir} is not a directory with model files")
+        if not force and (hit := self.puller.cached(spec)):
+            return LocalModel(spec, hit.commit, hit.snapshot, hit.files, hit)
+        self.store._require_writable(f"install {spec.name}")
+        t0 = time.perf_counter()
+        raw: dict[str, FileExpectation] = {}
+        for p in sorted(from_dir.rglob("*")):
+            rel = p.relative_to(from_dir).as_posix()
+            if p.is_symlink() and not p.resolve().is_relative_to(from_dir.resolve()):
+                continue  # never follow a link out of the source tree
+            if not p.is_file() or any(part.startswith(".") for part in Path(rel).parts):
+                continue
+            size = p.stat().st_size
+            if rel.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE:
+                raw[rel] = FileExpectation(rel, size=size, sha256=sha256_file(p))
+            else:
+                raw[rel] = FileExpectation(rel, size=size, blob_id=git_blob_sha1(p))
+        files = select_files(spec, raw, self.settings.download.allow_pickle)
+        for path, known in spec.known_sha256.items():
+            if path in files and files[path].sha256 != known:
+                raise IntegrityError(path, "sha256 (registry)", known, files[path].sha256,
+                                     detail=f"{from_dir} does not hold the registry's {spec.name}")
+        manifest = "\n".join(f"{p}:{e.blob_name}" for p, e in sorted(files.items()))
+        commit = hashlib.sha1(manifest.encode()).hexdigest()
+        with self.store.lock(spec.repo_id), self.store.staging() as staging:
+            for path, exp in files.items():
+                if not self.store.blob_path(spec.repo_id, exp.blob_name).exists():
+                    tmp = staging / "copy" / path
+                    tmp.parent.mkdir(parents=True, exist_ok=True)
+                    with open(from_dir / path, "rb") as src, open(tmp, "wb") as dst:
+                        while chunk := src.read(8 * 1024 * 1024):
+                            dst.write(chunk)
+                    verify_file(tmp, exp)
+                    self.store.install_blob(spec.repo_id, tmp, exp.blob_name)
+            snapshot = self.store.publish_snapshot(spec.repo_id, commit, files, staging)
+        self.store.write_ref(spec.repo_id, spec.revision, commit)
+        self.lockfile.set(Pin(spec.repo_id, spec.revision, commit, files))
+        self.store.update_meta(spec.repo_id, downloaded_at=time.time(), source_endpoint=f"install:{from_dir}",
+                               size=sum(e.size or 0 for e in files.values()), revision=spec.revision,
+                               commit=commit, last_validated=time.time())
+        result = PullResult(spec.repo_id, spec.revision, commit, snapshot, None, files,
+                            downloaded=sorted(files), bytes_downloaded=sum(e.size or 0 for e in files.values()),
+                            seconds=time.perf_counter() - t0, requests_made=False)
+        self._functional_after_write(spec, commit, snapshot)
+        log.info("installed %s from %s as %s", spec.name, from_dir, commit[:12])
+        return LocalModel(spec, commit, snapshot, files, result)
+
+    # -- integrity ----------------------------------------------------------------------
+    def verify(self, model: str | ModelSpec | None = None, revision: str | None = None,
+               full: bool = False) -> VerifyReport:
+        """Check every file: exists, size, hash, format; ``full`` also re-hashes everything
+        and runs the functional test. Bad files are quarantined (if the cache is writable)."""
+        t0 = time.perf_counter()
+        spec = self.spec(model)
+        revision = revision or spec.revision
+        pin = self.lockfile.get(spec.repo_id, revision)
+        commit = pin.commit if pin else self.store.resolve(spec.repo_id, revision)
+        report = VerifyReport(spec.name, spec.repo_id, commit, ok=False)
+        if not commit:
+            report.failures["*"] = "not in the cache"
+            return report
+        on_disk = self.store.snapshot_files(spec.repo_id, commit)
+        expected = dict(pin.files) if pin else {}
+        for path, link in on_disk.items():
+            expected.setdefault(path, _expectation_from_blob(path, link))
+        for path, known in spec.known_sha256.items():
+            if path in expected:
+                e = expected[path]
+                expected[path] = FileExpectation(path, e.size, known, None)
+        meta = self.store.read_meta(spec.repo_id)
+        stamps: dict = meta.get("verified", {}).get(commit, {})
+        fresh = time.time() - meta.get("last_validated", 0) < self.settings.model_cache.validation_interval
+        changed = False
+        for path, exp in sorted(expected.items()):
+            report.checked.append(path)
+            link = self.store.snapshot_dir(spec.repo_id, commit) / path
+            try:
+                target = link.resolve()
+                stamp = stamps.get(path)
+                trusted = (not full and fresh and stamp is not None and target.exists()
+                           and list(StatStamp.of(target).__dict__.values()) == stamp)
+                if trusted:
+                    if exp.size is not None and stamp[0] != exp.size:
+                        raise IntegrityError(path, "size", exp.size, stamp[0])
+                    continue
+                verify_file(target, exp)
+                report.hashed.append(path)
+                report.bytes_hashed += target.stat().st_size
+                st = StatStamp.of(target)
+                stamps[path] = [st.size, st.mtime_ns, st.ino]
+                changed = True
+            except IntegrityError as err:
+                report.failures[path] = str(err).split(". The file was")[0]
+                if link.exists() and self.store.quarantine(spec.repo_id, link.resolve(), path):
+                    report.quarantined.append(path)
+                    self.store.drop_link(spec.repo_id, commit, path)
+                stamps.pop(path, None)
+                changed = True
+        if full and not report.failures:
+            report.functional = self.functional_check(spec, commit)
+        report.ok = not report.failures
+        if changed or full:
+            verified = meta.get("verified", {})
+            verified[commit] = stamps
+            updates = {"verified": verified}
+            if report.ok:
+                updates["last_validated"] = time.time()
+            self.store.update_meta(spec.repo_id, **updates)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def functional_check(self, spec: ModelSpec, commit: str) -> dict:
+        """Load the model and embed "Hello world": finite, and of the registry's dims."""
+        encoder = self._encoder(spec, commit, self.store.snapshot_dir(spec.repo_id, commit))
+        vec = np.asarray(encoder.encode(["Hello world"]))
+        if vec.shape != (1, encoder.dims) or not np.all(np.isfinite(vec)):
+            raise IntegrityError(spec.name, "functional", detail=f"'Hello world' gave shape {vec.shape}, "
+                                 f"finite={bool(np.all(np.isfinite(vec)))}")
+        if spec.dims is not None and encoder.dims != spec.dims:
+            raise IntegrityError(spec.name, "functional (dims)", spec.dims, encoder.dims)
+        norm = float(np.linalg.norm(vec[0]))
+        return {"dims": encoder.dims, "norm": round(norm, 4) if math.isfinite(norm) else None,
+                "fingerprint": encoder.fingerprint}
+
+    def _functional_after_write(self, spec: ModelSpec, commit: str, snapshot: Path) -> None:
+        if not (snapshot / "modules.json").exists() and not (snapshot / "config.json").exists():
+            return  # not a model (any-file pull): nothing to embed with
+        result = self.functional_check(spec, commit)
+        self.store.update_meta(spec.repo_id, functional={commit: result | {"at": time.time()}})
+
+    # -- loading ------------------------------------------------------------------------
+    def fingerprint(self, spec: ModelSpec, path: Path, dims: int | None = None) -> str:
+        return fp.compute(path, dims=dims or spec.dims, normalize=spec.normalize,
+                          query_prompt=spec.query_prompt, document_prompt=spec.document_prompt)
+
+    def _encoder(self, spec: ModelSpec, commit: str, path: Path):
+        key = (spec.repo_id, commit, self.settings.embedding.backend, self.settings.embedding.device,
+               spec.query_prompt, spec.document_prompt)
+        with self._load_lock:
+            if key not in self._loaded:
+                from .backends.torch_st import SentenceTransformerEncoder
+
+                t0 = time.perf_counter()
+                self._loaded[key] = SentenceTransformerEncoder(
+                    path, name=spec.name, fingerprint=self.fingerprint(spec, path),
+                    device=self.settings.embedding.device, query_prompt=spec.query_prompt,
+                    document_prompt=spec.document_prompt, normalize=spec.normalize,
+                    batch_size=self.settings.embedding.batch_size, max_seq_length=spec.max_seq_length)
+                log.info("loaded %s (%s) in %.2fs", spec.name, commit[:12], time.perf_counter() - t0)
+            return self._loaded[key]
+
+    def load(self, model: str | ModelSpec | None = None, revision: str | None = None):
+        """An :class:`~modelcache.backends.Encoder` for the model (pulled and verified if needed)."""
+        local = self.ensure(model, revision)
+        return self._encoder(local.spec, local.commit, local.path)
+
+    # -- housekeeping -------------------------------------------------------------------
+    def remove(self, model: str | ModelSpec) -> bool:
+        spec = self.spec(model)
+        removed = self.store.remove(spec.repo_id)
+        self.lockfile.remove(spec.repo_id)
+        return removed
+
+    def info(self, model: str | ModelSpec) -> dict:
+        spec = self.spec(model)
+        out = {"spec": spec.to_dict(), "cached": False}
+        pin = self.lockfile.get(spec.repo_id, spec.revision)
+        commit = pin.commit if pin else self.store.resolve(spec.repo_id, spec.revision)
+        if commit:
+            snap = self.store.snapshot_dir(spec.repo_id, commit)
+            out.update(cached=snap.is_dir(), commit=commit, snapshot=str(snap),
+                       pinned=pin is not None, files={p: e.to_dict() for p, e in (pin.files if pin else {}).items()},
+                       meta={k: v for k, v in self.store.read_meta(spec.repo_id).items() if k != "verified"})
+            if snap.is_dir():
+                out["fingerprint"] = self.fingerprint(spec, snap)
+        return out
+
+
+__all__ = ["ModelManager", "LocalModel", "VerifyReport", "UnknownModelError"]

@@ -1,0 +1,171 @@
+"""The model registry: frozen ``ModelSpec`` entries loaded from ``data/models.yaml``.
+
+Lookup accepts a registry name, an alias, a Hub repo id (``org/name``) or a local directory.
+Anything else raises :class:`UnknownModelError` listing close matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError, UnknownModelError
+
+#: Files fetched for an embedding model unless a spec says otherwise.
+DEFAULT_INCLUDE = (
+    "*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "*merges*", "*vocab*",
+)
+#: Never fetched unless explicitly allowed: pickle-based weights and other backends' formats.
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.h5", "*.msgpack", "*.ot")
+DEFAULT_EXCLUDE = ("onnx/*", "openvino/*", "*.onnx", "*.md", ".gitattributes")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything modelcache knows about one embedding model."""
+
+    name: str
+    repo_id: str
+    dims: int | None = None
+    max_seq_length: int | None = None
+    approx_size_mb: float | None = None
+    license: str | None = None
+    languages: tuple[str, ...] = ()
+    revision: str = "main"
+    query_prompt: str = ""
+    document_prompt: str = ""
+    normalize: bool = True
+    aliases: tuple[str, ...] = ()
+    #: names of other specs whose vectors live in the same embedding space
+    same_space: tuple[str, ...] = ()
+    #: file path -> sha256 known for sure (from the data file; never guessed)
+    sha256: tuple[tuple[str, str], ...] = ()
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    #: "hub" (default), "package:<module>" (files shipped in a Python package) or "local:<dir>"
+    source: str = "hub"
+    default: bool = False
+    custom: bool = False
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def known_sha256(self) -> dict[str, str]:
+        return dict(self.sha256)
+
+    @property
+    def local_dir(self) -> Path | None:
+        if self.source.startswith("local:"):
+            return Path(self.source[len("local:"):])
+        if self.source.startswith("package:"):
+            module = self.source[len("package:"):]
+            try:
+                return Path(str(resources.files(module) / "model"))
+            except ModuleNotFoundError:
+                return None
+        return None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "repo_id": self.repo_id, "dims": self.dims,
+            "max_seq_length": self.max_seq_length, "approx_size_mb": self.approx_size_mb,
+            "license": self.license, "languages": list(self.languages), "revision": self.revision,
+            "query_prompt": self.query_prompt, "document_prompt": self.document_prompt,
+            "normalize": self.normalize, "aliases": list(self.aliases),
+            "same_space": list(self.same_space), "source": self.source,
+            "sha256": self.known_sha256, "custom": self.custom,
+        }
+
+
+_TUPLE_FIELDS = {"languages", "aliases", "same_space", "include", "exclude"}
+
+
+def spec_from_dict(data: dict) -> ModelSpec:
+    """Build a spec from a mapping, with errors that name the bad key."""
+    known = set(ModelSpec.__dataclass_fields__) - {"extra"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown model field; allowed: {', '.join(sorted(known))}")
+    for key in ("name", "repo_id"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ConfigError(key, "required, a non-empty string")
+    if data.get("dims") is not None and (not isinstance(data["dims"], int) or data["dims"] <= 0):
+        raise ConfigError("dims", f"must be a positive integer, got {data['dims']!r}")
+    kwargs = dict(data)
+    for key in _TUPLE_FIELDS & set(kwargs):
+        kwargs[key] = tuple(kwargs[key] or ())
+    if "sha256" in kwargs:
+        kwargs["sha256"] = tuple(sorted((kwargs["sha256"] or {}).items()))
+    return ModelSpec(**kwargs)
+
+
+class Registry:
+    """Name/alias/repo-id lookup over a set of specs. Thread-safe registration."""
+
+    def __init__(self, specs: list[ModelSpec]):
+        self._lock = threading.Lock()
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs:
+            self.register(spec)
+
+    @classmethod
+    def from_package(cls) -> Registry:
+        text = resources.files("modelcache").joinpath("data/models.yaml").read_text("utf-8")
+        return cls([spec_from_dict(d) for d in yaml.safe_load(text)["models"]])
+
+    def register(self, spec: ModelSpec) -> ModelSpec:
+        with self._lock:
+            self._specs[spec.name] = spec
+        return spec
+
+    def specs(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def default(self) -> ModelSpec:
+        return next(s for s in self._specs.values() if s.default)
+
+    def _index(self) -> dict[str, ModelSpec]:
+        index: dict[str, ModelSpec] = {}
+        for spec in self._specs.values():
+            for key in (spec.name, *spec.aliases):
+                index.setdefault(key.lower(), spec)
+        for spec in self._specs.values():  # repo ids last: prefer the hub entry over bundled
+            if spec.source == "hub":
+                index.setdefault(spec.repo_id.lower(), spec)
+        return index
+
+    def get(self, model: str) -> ModelSpec:
+        """Resolve ``model``; a Hub repo id or local dir not in the registry becomes a custom spec."""
+        if not isinstance(model, str) or not model.strip():
+            raise UnknownModelError(repr(model), [])
+        index = self._index()
+        spec = index.get(model.lower())
+        if spec is not None:
+            return spec
+        path = Path(model).expanduser()
+        if path.is_dir():
+            return ModelSpec(name=path.name, repo_id=f"local/{path.name}",
+                             source=f"local:{path.resolve()}", custom=True)
+        if model.count("/") == 1 and all(part.strip() for part in model.split("/")):
+            return ModelSpec(name=model, repo_id=model, custom=True)
+        raise UnknownModelError(model, difflib.get_close_matches(model.lower(), list(index), n=3, cutoff=0.5))
+
+
+_default: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (built once from the packaged data file)."""
+    global _default
+    if _default is None:
+        _default = Registry.from_package()
+    return _default
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Register a custom model in the process-wide registry."""
+    return get_registry().register(spec)

@@ -1,0 +1,194 @@
+"""Every setting in one place: defaults < YAML config file < environment < explicit arguments.
+
+Environment variables read (at call time, never at import time):
+
+| variable | setting |
+|---|---|
+| MODELCACHE_CONFIG | path of the YAML config file |
+| MODELCACHE_CACHE_DIR, else HF_HUB_CACHE, else HF_HOME/hub | model_cache.directory |
+| MODELCACHE_OFFLINE, HF_HUB_OFFLINE | offline |
+| MODELCACHE_ENDPOINTS (comma-separated), else HF_ENDPOINT | download.endpoints |
+| MODELCACHE_TOKEN, else HF_TOKEN | token (never printed) |
+| MODELCACHE_READ_ONLY | model_cache.read_only |
+| MODELCACHE_LOCKFILE | model_cache.lockfile |
+| MODELCACHE_PROFILE | profile: dev / prod / offline |
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from .errors import ConfigError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelCacheSection(_Section):
+    directory: Path | None = None
+    """Hub-layout cache directory. None: the Hugging Face hub cache."""
+    max_size_gb: float | None = Field(default=None, gt=0)
+    max_models: int | None = Field(default=None, gt=0)
+    cleanup_policy: Literal["lru", "fifo", "manual"] = "lru"
+    validation_interval: int = Field(default=86_400, ge=0)
+    """Seconds a stat-verified file is trusted before it is re-hashed."""
+    download_timeout: float = Field(default=60.0, gt=0)
+    parallel_downloads: int = Field(default=4, ge=1, le=32)
+    read_only: bool | None = None
+    """None: detect (a cache we cannot write to is used read-only)."""
+    lockfile: Path | None = None
+    """Pins file (commit + sha256 per file). None: inside the cache's .locks/modelcache."""
+
+
+class DownloadSection(_Section):
+    endpoints: list[str] = Field(default_factory=list)
+    retries: int = Field(default=5, ge=0, le=50)
+    backoff_base: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=30.0, ge=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    allow_pickle: bool = False
+    disk_margin_mb: int = Field(default=64, ge=0)
+
+
+class FallbackSection(_Section):
+    models: list[str] = Field(default_factory=list)
+    strategy: Literal["auto", "manual", "strict"] = "auto"
+    allow_dimension_mismatch: bool = False
+    retry_preferred_after_s: float = Field(default=60.0, ge=0)
+    bundled: bool = True
+    keyword: bool = True
+
+
+class EmbeddingSection(_Section):
+    backend: Literal["torch", "onnx", "auto"] = "torch"
+    device: str = "cpu"
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    max_batch_wait_ms: float = Field(default=5.0, ge=0)
+    queue_size: int = Field(default=1024, ge=1)
+    max_loaded_models: int = Field(default=2, ge=1)
+    keep_alive_s: float | None = Field(default=None, gt=0)
+
+
+class Settings(_Section):
+    model: str = "all-MiniLM-L6-v2"
+    profile: Literal["dev", "prod", "offline"] | None = None
+    offline: bool = False
+    token: SecretStr | None = None
+    model_cache: ModelCacheSection = Field(default_factory=ModelCacheSection)
+    download: DownloadSection = Field(default_factory=DownloadSection)
+    fallback: FallbackSection = Field(default_factory=FallbackSection)
+    embedding: EmbeddingSection = Field(default_factory=EmbeddingSection)
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        if self.model_cache.directory is not None:
+            return Path(self.model_cache.directory).expanduser()
+        if os.environ.get("HF_HUB_CACHE"):
+            return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+        hf_home = os.environ.get("HF_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+        return Path(hf_home).expanduser() / "hub"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [e.rstrip("/") for e in self.download.endpoints] or [DEFAULT_ENDPOINT]
+
+    @property
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token else None
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain data with secrets replaced (for `config show`)."""
+        data = self.model_dump(mode="json")
+        data["token"] = "***" if self.token else None
+        data["model_cache"]["directory"] = str(self.cache_dir)
+        data["download"]["endpoints"] = self.endpoints
+        return data
+
+
+def _profile_data(name: str) -> dict:
+    path = resources.files("modelcache").joinpath(f"data/profiles/{name}.yaml")
+    if not path.is_file():
+        raise ConfigError("profile", f"unknown profile {name!r}; allowed: dev, prod, offline")
+    return yaml.safe_load(path.read_text("utf-8")) or {}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_data(env: dict[str, str]) -> dict:
+    data: dict[str, Any] = {}
+    section = lambda name: data.setdefault(name, {})  # noqa: E731
+    if env.get("MODELCACHE_CACHE_DIR"):
+        section("model_cache")["directory"] = env["MODELCACHE_CACHE_DIR"]
+    if env.get("MODELCACHE_READ_ONLY"):
+        section("model_cache")["read_only"] = env["MODELCACHE_READ_ONLY"].lower() in _TRUE
+    if env.get("MODELCACHE_LOCKFILE"):
+        section("model_cache")["lockfile"] = env["MODELCACHE_LOCKFILE"]
+    if any(env.get(k, "").lower() in _TRUE for k in ("MODELCACHE_OFFLINE", "HF_HUB_OFFLINE")):
+        data["offline"] = True
+    if env.get("MODELCACHE_ENDPOINTS"):
+        section("download")["endpoints"] = [e.strip() for e in env["MODELCACHE_ENDPOINTS"].split(",") if e.strip()]
+    if env.get("MODELCACHE_TOKEN") or env.get("HF_TOKEN"):
+        data["token"] = env.get("MODELCACHE_TOKEN") or env["HF_TOKEN"]
+    if env.get("MODELCACHE_PROFILE"):
+        data["profile"] = env["MODELCACHE_PROFILE"]
+    return data
+
+
+def _validate(data: dict) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        allowed = err.get("ctx", {}).get("expected")
+        hint = f"; allowed: {allowed}" if allowed else ""
+        raise ConfigError(key, f"{err['msg']} (got {err.get('input')!r}){hint}") from None
+
+
+def load_settings(config: str | Path | dict | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings. ``overrides`` use the nested layout (``download={...}``)."""
+    env = dict(os.environ)
+    if isinstance(config, dict):
+        file_data = config
+    else:
+        path = config or env.get("MODELCACHE_CONFIG")
+        file_data = {}
+        if path:
+            p = Path(path).expanduser()
+            if not p.is_file():
+                raise ConfigError("MODELCACHE_CONFIG", f"config file {p} does not exist")
+            try:
+                file_data = yaml.safe_load(p.read_text("utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(str(p), f"not valid YAML: {exc}") from None
+            if not isinstance(file_data, dict):
+                raise ConfigError(str(p), "the top level must be a mapping of sections")
+    env_data = _env_data(env)
+    if not env.get("MODELCACHE_ENDPOINTS") and env.get("HF_ENDPOINT") and not (
+            file_data.get("download", {}) or {}).get("endpoints"):
+        env_data.setdefault("download", {})["endpoints"] = [env["HF_ENDPOINT"]]
+    merged = _merge(_merge(file_data, env_data), {k: v for k, v in overrides.items() if v is not None})
+    profile = merged.get("profile")
+    if profile:
+        merged = _merge(_profile_data(profile), merged)
+    return _validate(merged)
