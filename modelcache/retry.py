@@ -29,13 +29,24 @@ RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 300.0
 
 
+def root_http_error(exc: BaseException) -> BaseException:
+    """huggingface_hub wraps a failed HEAD in ValueError/FileMetadataError: find the HTTP cause."""
+    seen = 0
+    while exc is not None and getattr(exc, "response", None) is None and seen < 5:
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc, seen = nxt, seen + 1
+    return exc
+
+
 def status_of(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
+    response = getattr(root_http_error(exc), "response", None)
     return getattr(response, "status_code", None)
 
 
 def retry_after_of(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
+    response = getattr(root_http_error(exc), "response", None)
     value = response.headers.get("Retry-After") if response is not None else None
     if value is None:
         return None
@@ -46,6 +57,7 @@ def retry_after_of(exc: BaseException) -> float | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
+    exc = root_http_error(exc)
     if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError, OfflineModeIsEnabled)):
         return False
     if isinstance(exc, HfHubHTTPError):
