@@ -3,7 +3,7 @@
 Flow for one repo (under a cross-process lock, so N processes download once):
 resolve the revision to a commit → list the files and their hashes → choose the files the
 backend needs (never pickle weights unless allowed) → disk preflight → download each missing
-file into a private staging dir (huggingface_hub, with our retries) → verify size + hash +
+file into a resumable .part file (see transfer.py; our retries) → verify size + hash +
 format → quarantine and re-fetch once on mismatch → move blobs in → publish the snapshot →
 write the ref, the pin and the metadata. Mirrors are tried in order.
 """
@@ -13,13 +13,10 @@ from __future__ import annotations
 import fnmatch
 import logging
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import hf_hub_download
-from tqdm.auto import tqdm
 
 from .errors import DiskSpaceError, DownloadError, IntegrityError, OfflineError, UnsafeFileError
 from .integrity import FileExpectation, StatStamp, verify_file
@@ -29,16 +26,9 @@ from .remote import RemoteRepo
 from .retry import RetryPolicy, RetryStats
 from .settings import Settings
 from .store import CacheStore
+from .transfer import fetch_to_part
 
 log = logging.getLogger("modelcache")
-
-
-class _Bar(tqdm):
-    """huggingface_hub's per-file bar, shown on a terminal only."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["disable"] = kwargs.get("disable") or not sys.stderr.isatty()
-        super().__init__(*args, **kwargs)
 
 
 @dataclass
@@ -63,6 +53,7 @@ class PullResult:
             "downloaded": self.downloaded, "bytes_downloaded": self.bytes_downloaded,
             "seconds": round(self.seconds, 3), "network": self.requests_made, "dry_run": self.dry_run,
             "retries": self.stats.retries, "rate_limited": self.stats.rate_limited,
+            "bytes_received": self.stats.bytes_received,
         }
 
 
@@ -210,23 +201,22 @@ class Puller:
 
     def _fetch_verified(self, repo_id: str, commit: str, exp: FileExpectation, remote: RemoteRepo,
                         staging: Path, stats: RetryStats) -> Path:
-        """Download one file into staging, verify it, move it into blobs/. Re-fetch once on mismatch."""
+        """Download one file (resumable), verify it, move it into blobs/. Re-fetch once on mismatch."""
+        part = self.store.partial_path(repo_id, exp.blob_name)
         for attempt in (1, 2):
-            target = staging / f"dl{attempt}"
+            def fetch() -> int:
+                return fetch_to_part(repo_id, exp.path, commit, part, endpoint=remote.endpoint,
+                                     token=remote.token, expected_size=exp.size, timeout=remote.timeout,
+                                     read_timeout=self.settings.model_cache.download_timeout)
 
-            def fetch() -> str:
-                return hf_hub_download(
-                    repo_id, exp.path, revision=commit, local_dir=target, endpoint=remote.endpoint,
-                    token=remote.token, etag_timeout=remote.timeout, force_download=True, tqdm_class=_Bar)
-
-            path = Path(self.policy.call(fetch, f"download {repo_id}/{exp.path}", stats))
+            stats.bytes_received += self.policy.call(fetch, f"download {repo_id}/{exp.path}", stats)
             try:
-                verify_file(path, exp)
+                verify_file(part, exp)
             except IntegrityError as err:
-                self.store.quarantine(repo_id, path, exp.path)
+                self.store.quarantine(repo_id, part, exp.path)
                 log.warning("%s (attempt %d of 2)", err, attempt)
                 if attempt == 2:
                     raise
                 continue
-            return self.store.install_blob(repo_id, path, exp.blob_name)
+            return self.store.install_blob(repo_id, part, exp.blob_name)
         raise AssertionError("unreachable")

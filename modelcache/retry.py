@@ -32,7 +32,8 @@ MAX_RETRY_AFTER_S = 300.0
 def root_http_error(exc: BaseException) -> BaseException:
     """huggingface_hub wraps a failed HEAD in ValueError/FileMetadataError: find the HTTP cause."""
     seen = 0
-    while exc is not None and getattr(exc, "response", None) is None and seen < 5:
+    while (exc is not None and seen < 5 and getattr(exc, "response", None) is None
+           and not isinstance(exc, (httpx2.HTTPError, ConnectionError, TimeoutError))):
         nxt = exc.__cause__ or exc.__context__
         if nxt is None:
             break
@@ -75,6 +76,7 @@ class RetryStats:
     retries: int = 0
     rate_limited: int = 0
     waited_s: float = 0.0
+    bytes_received: int = 0
     errors: list[str] = field(default_factory=list)
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import ReadOnlyCacheError
-from .integrity import FileExpectation
+from .errors import ReadOnlyCacheError, UnsafeFileError
+from .integrity import FileExpectation, safe_relpath
 
 log = logging.getLogger("modelcache")
 
@@ -83,17 +83,24 @@ class CacheStore:
         """The cached commit for a revision (a commit hash resolves to itself if cached)."""
         if _is_commit(revision):
             return revision if self.snapshot_dir(repo_id, revision).is_dir() else None
-        ref = self.repo_dir(repo_id) / "refs" / revision
+        try:
+            ref = self.repo_dir(repo_id) / "refs" / safe_relpath(revision, "revision")
+        except UnsafeFileError:
+            return None  # no such ref can exist in the cache
         try:
             commit = ref.read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        if not _is_commit(commit):  # a ref holds a commit hash, nothing else is followed
             return None
         return commit if self.snapshot_dir(repo_id, commit).is_dir() else None
 
     def write_ref(self, repo_id: str, revision: str, commit: str) -> None:
         if _is_commit(revision) or self.read_only:
             return
-        ref = self.repo_dir(repo_id) / "refs" / revision
+        if not _is_commit(commit):
+            raise UnsafeFileError(f"commit {commit!r}", "a ref must point to 40 lowercase hex digits")
+        ref = self.repo_dir(repo_id) / "refs" / safe_relpath(revision, "revision")
         ref.parent.mkdir(parents=True, exist_ok=True)
         tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(commit)
@@ -124,6 +131,10 @@ class CacheStore:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def partial_path(self, repo_id: str, blob_name: str) -> Path:
+        """Where a download in progress lives; kept across processes so the next pull resumes."""
+        return self.state_dir / "partial" / repo_folder(repo_id) / f"{blob_name}.part"
+
     # -- blobs and snapshots --------------------------------------------------------------
     def blob_path(self, repo_id: str, blob_name: str) -> Path:
         return self.repo_dir(repo_id) / "blobs" / blob_name
@@ -141,7 +152,17 @@ class CacheStore:
 
     def publish_snapshot(self, repo_id: str, commit: str, files: dict[str, FileExpectation],
                          staging: Path) -> Path:
-        """Make ``snapshots/<commit>`` hold a link for every file, all at once if new."""
+        """Make ``snapshots/<commit>`` hold a link for every file, all at once if new.
+
+        The commit and every path come from a Hub, a mirror or a bundle: a commit that is not
+        40 hex digits or a path that would leave the snapshot raises :class:`UnsafeFileError`
+        before anything is linked.
+        """
+        if not _is_commit(commit):
+            raise UnsafeFileError(f"commit {commit!r}", "a snapshot must be named by 40 lowercase hex digits")
+        for path, exp in files.items():
+            safe_relpath(path)
+            exp.blob_name  # noqa: B018 - raises if no hash names the blob
         snap = self.snapshot_dir(repo_id, commit)
         (self.repo_dir(repo_id) / "snapshots").mkdir(parents=True, exist_ok=True)
         if not snap.exists():

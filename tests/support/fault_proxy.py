@@ -15,6 +15,10 @@ Fault kinds (``add_fault``), with their options:
 - ``"wrong_size"`` (``extra``): 200, the body plus ``extra`` zero bytes (Content-Length says so).
 - ``"delay"`` (``seconds``): waits, then passes the request through.
 
+Like the real Hub's CDN (and unlike olah), the proxy honours ``Range: bytes=N-`` on GET with a
+206 answer (``serve_ranges``), and can slow bodies down (``throttle_bps``) so a test can kill a
+client mid-download; ``bytes_sent`` counts body bytes sent to clients.
+
 Body faults only fire on 200 answers to non-HEAD requests; ``at`` / ``offset`` default to
 the middle of the body. ``down()`` answers 503 to everything until ``up()``.
 """
@@ -86,6 +90,10 @@ class FaultProxy:
         self.requests: list[tuple[str, str, int]] = []
         self.faults: list[Fault] = []
         self._down = False
+        self.serve_ranges = True
+        self.throttle_bps: float = 0.0
+        self.bytes_sent = 0
+        self.bytes_by_path: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -161,7 +169,10 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.requests.clear()
+            self.bytes_sent = 0
+            self.bytes_by_path.clear()
         self._down = False
+        self.throttle_bps = 0.0
 
     def count(self, method: str | None = None, path_contains: str = "") -> int:
         """How many logged requests match ``method`` (any if None) and ``path_contains``."""
@@ -284,19 +295,54 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
 
+    def _write_body(self, data: bytes) -> None:
+        """Send body bytes, throttled if asked, counting them."""
+        proxy = self.proxy
+        for i in range(0, len(data), CHUNK):
+            piece = data[i : i + CHUNK]
+            self.wfile.write(piece)
+            with proxy._lock:
+                proxy.bytes_sent += len(piece)
+                proxy.bytes_by_path[self.path] = proxy.bytes_by_path.get(self.path, 0) + len(piece)
+            if proxy.throttle_bps:
+                time.sleep(len(piece) / proxy.throttle_bps)
+
+    def _range_start(self) -> int | None:
+        value = self.headers.get("Range", "")
+        if not (self.proxy.serve_ranges and value.startswith("bytes=") and value.endswith("-")):
+            return None
+        try:
+            return int(value[len("bytes=") : -1])
+        except ValueError:
+            return None
+
     def _pass_through(self, resp: http.client.HTTPResponse, headers: list[tuple[str, str]]) -> None:
         length = resp.getheader("Content-Length")
         if self.command == "HEAD" or resp.status in (204, 304):
             self._start(resp.status, resp.reason, headers, {"Content-Length": length} if length else {})
             return
+        start = self._range_start() if resp.status == 200 and self.command == "GET" else None
+        if start is not None or self.proxy.throttle_bps:
+            body = resp.read()
+            if start is not None and 0 < start < len(body):
+                extra = {"Content-Length": str(len(body) - start),
+                         "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
+                self._start(206, "Partial Content", headers, extra)
+                self._write_body(body[start:])
+                return
+            self._start(resp.status, resp.reason, headers, {"Content-Length": str(len(body))})
+            self._write_body(body)
+            return
         if length is not None:
             self._start(resp.status, resp.reason, headers, {"Content-Length": length})
             while chunk := resp.read(CHUNK):
-                self.wfile.write(chunk)
+                self._write_body(chunk)
             return
         self._start(resp.status, resp.reason, headers, {"Transfer-Encoding": "chunked"})
         while chunk := resp.read(CHUNK):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            with self.proxy._lock:
+                self.proxy.bytes_sent += len(chunk)
         self.wfile.write(b"0\r\n\r\n")
 
     def _send_body_fault(
