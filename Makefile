@@ -20,6 +20,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m modelcache.demo
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/agent_memory_demo.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q -rs tests

