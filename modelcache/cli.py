@@ -165,6 +165,9 @@ def rm(model: str, as_json: JsonOpt = False, config: ConfigOpt = None):
           lambda: console.print(f"removed {model}" if removed else f"{model} was not cached"))
 
 
+from . import cli_ops  # noqa: E402,F401  (registers the ops commands)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     app()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from . import metrics
+from .budget import ensure_room
 from .errors import DiskSpaceError, DownloadError, IntegrityError, OfflineError, UnsafeFileError
 from .integrity import FileExpectation, StatStamp, verify_file
 from .lockfile import Lockfile, Pin
@@ -134,6 +136,7 @@ class Puller:
                     raise
                 failures[endpoint] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
                 log.warning("pull %s from %s failed: %s", spec.repo_id, endpoint, failures[endpoint])
+        metrics.record_download_failure(spec.repo_id, stats)
         raise DownloadError(spec.repo_id, failures)
 
     def _plan(self, spec, revision, remote, allow_pickle, include, stats) -> PullResult:
@@ -174,6 +177,7 @@ class Puller:
         files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
         self._check_known(spec, commit, files)
         missing = {p: e for p, e in files.items() if not self._have(spec.repo_id, commit, e)}
+        ensure_room(self, sum(e.size or 0 for e in missing.values()), spec.repo_id)
         self._preflight(sum(e.size or 0 for e in missing.values()))
         stamps: dict[str, list] = {}
         with self.store.staging() as staging:
@@ -197,6 +201,7 @@ class Puller:
                             seconds=time.perf_counter() - t0, stats=stats)
         log.info("pulled %s@%s (%s) from %s: %d files, %d bytes in %.1fs", spec.repo_id, revision,
                  commit[:12], remote.endpoint, len(missing), result.bytes_downloaded, result.seconds)
+        metrics.observe_pull(result)
         return result
 
     def _fetch_verified(self, repo_id: str, commit: str, exp: FileExpectation, remote: RemoteRepo,
@@ -213,6 +218,7 @@ class Puller:
             try:
                 verify_file(part, exp)
             except IntegrityError as err:
+                metrics.record_validation_failure(err.check)
                 self.store.quarantine(repo_id, part, exp.path)
                 log.warning("%s (attempt %d of 2)", err, attempt)
                 if attempt == 2:

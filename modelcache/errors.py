@@ -77,15 +77,18 @@ class DiskSpaceError(ModelCacheError, OSError):
 
 
 class IntegrityError(ModelCacheError, ValueError):
+    #: what a file check that failed says to do (``hint`` replaces it for other checks)
+    QUARANTINED = "The file was quarantined; `modelcache pull` fetches it again."
+
     def __init__(self, file: str, check: str, expected: object = None, actual: object = None,
-                 detail: str = ""):
+                 detail: str = "", hint: str | None = None):
         self.file, self.check, self.expected, self.actual = file, check, expected, actual
         msg = f"{file}: {check} check failed"
         if expected is not None or actual is not None:
             msg += f" (expected {expected}, got {actual})"
         if detail:
             msg += f": {detail}"
-        super().__init__(msg + ". The file was quarantined; `modelcache pull` fetches it again.")
+        super().__init__(f"{msg}. {self.QUARANTINED if hint is None else hint}")
 
 
 class UnsafeFileError(ModelCacheError, PermissionError):

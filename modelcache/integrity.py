@@ -10,13 +10,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import IntegrityError
+from .errors import IntegrityError, UnsafeFileError
 
 _CHUNK = 8 * 1024 * 1024
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def safe_relpath(path: str, what: str = "file") -> str:
+    """``path`` if it is a plain relative POSIX path that stays inside the directory it is
+    joined to; else :class:`UnsafeFileError`.
+
+    A Hub, mirror, lockfile or bundle names files; a hostile one could name ``../../x``,
+    ``/etc/x`` or ``C:x``. Refused: absolute paths, drive letters, ``..`` / ``.`` / empty
+    segments, backslashes and NUL.
+    """
+    if not isinstance(path, str) or not path:
+        raise UnsafeFileError(f"{what} {path!r}", "a file name must be a non-empty relative path")
+    if "\\" in path or "\x00" in path:
+        raise UnsafeFileError(f"{what} {path!r}", "backslashes and NUL are not allowed in a file name")
+    if path.startswith("/") or _DRIVE.match(path):
+        raise UnsafeFileError(f"{what} {path!r}", "an absolute path would escape the cache")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise UnsafeFileError(f"{what} {path!r}", "'..', '.' and empty path segments would escape the cache")
+    return path
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,16 @@ class FileExpectation:
     size: int | None = None
     sha256: str | None = None
     blob_id: str | None = None  # git blob sha1, for non-LFS files
+
+    def __post_init__(self) -> None:
+        # what a server, lockfile or bundle says becomes a path and a blob name on disk: check it
+        safe_relpath(self.path)
+        if self.sha256 is not None and not (isinstance(self.sha256, str) and _HEX64.fullmatch(self.sha256)):
+            raise UnsafeFileError(f"sha256 {self.sha256!r} of {self.path!r}", "must be 64 lowercase hex digits")
+        if self.blob_id is not None and not (isinstance(self.blob_id, str) and _HEX40.fullmatch(self.blob_id)):
+            raise UnsafeFileError(f"git blob id {self.blob_id!r} of {self.path!r}", "must be 40 lowercase hex digits")
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0):
+            raise UnsafeFileError(f"size {self.size!r} of {self.path!r}", "must be a non-negative integer")
 
     @property
     def blob_name(self) -> str:

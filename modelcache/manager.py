@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import fingerprint as fp
+from . import metrics, outdated
 from .download import PullResult, Puller, select_files
 from .errors import IntegrityError, OfflineError, UnknownModelError
 from .integrity import FileExpectation, StatStamp, git_blob_sha1, sha256_file, verify_file
@@ -95,7 +96,9 @@ class ModelManager:
         spec = self.spec(model)
         if spec.local_dir is not None and spec.source != "hub":
             return self.install(spec, spec.local_dir).pulled
+        before = outdated.state_before_upgrade(self, spec, revision) if kwargs.get("upgrade") else None
         result = self.puller.pull(spec, revision, **kwargs)
+        outdated.record_upgrade(self, spec, before, result)
         if result.downloaded and not result.dry_run and kwargs.get("include") is None:
             self._functional_after_write(spec, result.commit, result.snapshot)
         return result
@@ -105,6 +108,7 @@ class ModelManager:
         """The model's files on disk, verified (fast path: stat stamps), pulling if needed."""
         spec = self.spec(model)
         hit = self.puller.cached(spec, revision)
+        metrics.record_hit(spec.repo_id) if hit is not None else metrics.record_miss(spec.repo_id)
         if hit is None:
             if spec.source != "hub" and spec.local_dir is not None:
                 return self.install(spec, spec.local_dir)
@@ -220,6 +224,7 @@ class ModelManager:
                 stamps[path] = [st.size, st.mtime_ns, st.ino]
                 changed = True
             except IntegrityError as err:
+                metrics.record_validation_failure(err.check)
                 report.failures[path] = str(err).split(". The file was")[0]
                 if link.exists() and self.store.quarantine(spec.repo_id, link.resolve(), path):
                     report.quarantined.append(path)
@@ -264,23 +269,40 @@ class ModelManager:
                           query_prompt=spec.query_prompt, document_prompt=spec.document_prompt)
 
     def _encoder(self, spec: ModelSpec, commit: str, path: Path):
-        key = (spec.repo_id, commit, self.settings.embedding.backend, self.settings.embedding.device,
-               spec.query_prompt, spec.document_prompt)
-        with self._load_lock:
-            if key not in self._loaded:
-                from .backends.torch_st import SentenceTransformerEncoder
+        """The pooled encoder for one snapshot (loaded once; LRU / idle unload by the pool)."""
+        from .backends.onnx_rt import load_encoder
+        from .pool import ModelPool
 
-                t0 = time.perf_counter()
-                self._loaded[key] = SentenceTransformerEncoder(
-                    path, name=spec.name, fingerprint=self.fingerprint(spec, path),
-                    device=self.settings.embedding.device, query_prompt=spec.query_prompt,
-                    document_prompt=spec.document_prompt, normalize=spec.normalize,
-                    batch_size=self.settings.embedding.batch_size, max_seq_length=spec.max_seq_length)
-                log.info("loaded %s (%s) in %.2fs", spec.name, commit[:12], time.perf_counter() - t0)
-            return self._loaded[key]
+        emb = self.settings.embedding
+        quantize = getattr(emb, "quantize", None) or "fp32"  # forward-compatible: not a setting yet
+        with self._load_lock:
+            pool = self.__dict__.get("pool")
+            if pool is None:
+                max_mb = getattr(emb, "max_memory_mb", None)
+                pool = self.pool = ModelPool(max_loaded_models=emb.max_loaded_models,
+                                             max_memory_bytes=int(max_mb * 1e6) if max_mb else None,
+                                             keep_alive_s=emb.keep_alive_s, warm=self.load)
+        key = (spec.repo_id, commit, emb.backend, emb.device, quantize, spec.query_prompt, spec.document_prompt,
+               spec.normalize, spec.max_seq_length, str(path))
+
+        def build():
+            t0 = time.perf_counter()
+            encoder = load_encoder(LocalModel(spec, commit, Path(path), {}), self.settings, emb.backend,
+                                   quantize=quantize, fingerprint=self.fingerprint(spec, path))
+            log.info("loaded %s (%s, %s) in %.2fs", spec.name, commit[:12], getattr(encoder, "backend", "?"),
+                     time.perf_counter() - t0)
+            metrics.observe_load(spec.name, time.perf_counter() - t0)
+            return encoder
+
+        return pool.get(key, build)
 
     def load(self, model: str | ModelSpec | None = None, revision: str | None = None):
-        """An :class:`~modelcache.backends.Encoder` for the model (pulled and verified if needed)."""
+        """An :class:`~modelcache.backends.Encoder` for the model (pulled and verified if needed).
+
+        Encoders live in ``self.pool`` (:class:`~modelcache.pool.ModelPool`): loaded once,
+        shared, evicted LRU under ``embedding.max_loaded_models``, unloaded after
+        ``embedding.keep_alive_s`` idle; ``mgr.pool.preload(names)`` warms them at start.
+        """
         local = self.ensure(model, revision)
         return self._encoder(local.spec, local.commit, local.path)
 

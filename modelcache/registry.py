@@ -7,14 +7,18 @@ Anything else raises :class:`UnknownModelError` listing close matches.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError, UnknownModelError
+from .errors import ConfigError, UnknownModelError, UnsafeFileError
+from .integrity import safe_relpath
 
 #: Files fetched for an embedding model unless a spec says otherwise.
 DEFAULT_INCLUDE = (
@@ -82,24 +86,73 @@ class ModelSpec:
 
 
 _TUPLE_FIELDS = {"languages", "aliases", "same_space", "include", "exclude"}
+_STR_FIELDS = {"revision", "query_prompt", "document_prompt", "source"}
+_BOOL_FIELDS = {"normalize", "default", "custom"}
+_POSITIVE_INT_FIELDS = {"dims", "max_seq_length"}
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def spec_from_dict(data: dict) -> ModelSpec:
-    """Build a spec from a mapping, with errors that name the bad key."""
+def _check_field(key: str, value: object) -> object:
+    """``value`` converted for the dataclass, or :class:`ConfigError` naming ``key``."""
+    if key in ("name", "repo_id"):
+        if not isinstance(value, str) or not value.strip() or "\x00" in value or "\\" in value:
+            raise ConfigError(key, f"required, a non-empty string, got {value!r}")
+        return value
+    if value is None and key not in _STR_FIELDS | _BOOL_FIELDS:
+        return () if key in _TUPLE_FIELDS or key == "sha256" else None
+    if key in _STR_FIELDS:
+        if not isinstance(value, str) or (key in ("revision", "source") and not value.strip()):
+            raise ConfigError(key, f"must be a string, got {value!r}")
+        if key == "source" and not (value == "hub" or value.startswith(("package:", "local:"))):
+            raise ConfigError(key, f"must be 'hub', 'package:<module>' or 'local:<dir>', got {value!r}")
+        return value
+    if key == "license":
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {value!r}")
+        return value
+    if key in _BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if key in _POSITIVE_INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(key, f"must be a positive integer, got {value!r}")
+        return value
+    if key == "approx_size_mb":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(key, f"must be a non-negative number, got {value!r}")
+        return float(value)
+    if key in _TUPLE_FIELDS:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, str) for v in value):
+            raise ConfigError(key, f"must be a list of strings, got {value!r}")
+        return tuple(value)
+    if key == "sha256":
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"must map file paths to sha256 hex digests, got {value!r}")
+        out = []
+        for path, digest in value.items():
+            try:
+                safe_relpath(path)
+            except UnsafeFileError as exc:
+                raise ConfigError(key, str(exc)) from None
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                raise ConfigError(key, f"{path!r}: must be 64 hex digits, got {digest!r}")
+            out.append((path, digest.lower()))
+        return tuple(sorted(out))
+    return value
+
+
+def spec_from_dict(data: Mapping) -> ModelSpec:
+    """Build a spec from a mapping, with errors that name the bad key (:class:`ConfigError`)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("model", f"a model entry must be a mapping, got {type(data).__name__}")
     known = set(ModelSpec.__dataclass_fields__) - {"extra"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
         raise ConfigError(unknown[0], f"unknown model field; allowed: {', '.join(sorted(known))}")
-    for key in ("name", "repo_id"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise ConfigError(key, "required, a non-empty string")
-    if data.get("dims") is not None and (not isinstance(data["dims"], int) or data["dims"] <= 0):
-        raise ConfigError("dims", f"must be a positive integer, got {data['dims']!r}")
-    kwargs = dict(data)
-    for key in _TUPLE_FIELDS & set(kwargs):
-        kwargs[key] = tuple(kwargs[key] or ())
-    if "sha256" in kwargs:
-        kwargs["sha256"] = tuple(sorted((kwargs["sha256"] or {}).items()))
+    kwargs = {key: _check_field(key, data.get(key)) for key in ("name", "repo_id")}
+    kwargs.update({key: _check_field(key, value) for key, value in data.items() if key not in kwargs})
     return ModelSpec(**kwargs)
 
 

@@ -154,15 +154,32 @@ def _env_data(env: dict[str, str]) -> dict:
     return data
 
 
+def _allowed_keys(loc: tuple) -> list[str] | None:
+    """The keys the section at ``loc`` accepts (for 'unknown key' errors)."""
+    model = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return sorted(model.model_fields)
+
+
 def _validate(data: dict) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(key, f"unknown key; allowed: {', '.join(_allowed_keys(err['loc']) or [])}") from None
         allowed = err.get("ctx", {}).get("expected")
         hint = f"; allowed: {allowed}" if allowed else ""
-        raise ConfigError(key, f"{err['msg']} (got {err.get('input')!r}){hint}") from None
+        got = err.get("input")
+        if err["loc"] and err["loc"][0] == "token":  # a secret, even when it is malformed
+            got = f"a {type(got).__name__}"
+        raise ConfigError(key, f"{err['msg']} (got {got!r}){hint}") from None
 
 
 def load_settings(config: str | Path | dict | None = None, **overrides: Any) -> Settings:

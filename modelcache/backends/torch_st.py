@@ -57,8 +57,72 @@ class SentenceTransformerEncoder:
         return [len(ids) for ids in tok(texts, add_special_tokens=True, truncation=False)["input_ids"]]
 
     def encode(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
+        """float32 ``(len(texts), dims)``.
+
+        ``texts`` must be a list (or tuple) of str: a single str, None or a non-str item raises
+        :class:`TypeError` naming the index; a str that is not valid Unicode (a lone surrogate)
+        raises :class:`ValueError` naming the index. ``[]`` gives ``(0, dims)``; ``""`` embeds
+        like any text. Texts longer than ``max_seq_length`` tokens are truncated (as
+        sentence-transformers does); the first time that happens a WARNING is logged, once per
+        loaded model.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"texts must be a list of str, not a single {type(texts).__name__}; "
+                            "wrap one text in a list: [text]")
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        try:
+            "".join(texts).encode("utf-8")
+        except UnicodeEncodeError:
+            bad = next(i for i, t in enumerate(texts) if not _encodable(t))
+            raise ValueError(f"texts[{bad}] is not valid Unicode (it holds a lone surrogate); "
+                             "decode your input with errors='replace'") from None
         prompt = self.prompts.get(kind, "")
         inputs = [prompt + t for t in texts] if prompt else list(texts)
+        limit = self.max_seq_length
+        cap = limit * 16
+        reported = "_truncation_reported" in self.__dict__
+        # a token covers at least one UTF-8 byte, so only longer texts can be truncated; they are
+        # counted on a prefix (the backend tokenizer is only read here, never reconfigured)
+        candidates = [i for i, t in enumerate(inputs)
+                      if len(t) > cap or (not reported and len(t.encode("utf-8")) + 2 > limit)]
+        if candidates:
+            prefixes = [_word_prefix(inputs[i], cap) for i in candidates]
+            encodings = self.model.tokenizer.backend_tokenizer.encode_batch(prefixes)
+            truncated = 0
+            for i, prefix, enc in zip(candidates, prefixes, encodings):
+                if len(enc.ids) > limit or enc.overflowing:
+                    truncated += 1
+                    if len(prefix) < len(inputs[i]) and inputs[i][len(prefix)].isspace():
+                        # whole words that already exceed the limit: the same tokens are kept, so
+                        # the same vector, without tokenizing megabytes
+                        inputs[i] = prefix
+            mark = object()  # setdefault is atomic: exactly one call reports, once
+            if truncated and self.__dict__.setdefault("_truncation_reported", mark) is mark:
+                log.warning("%s: %d of %d texts are longer than max_seq_length (%d tokens) and are "
+                            "truncated to it (reported once per loaded model)",
+                            self.name, truncated, len(inputs), limit)
         vectors = self.model.encode(inputs, batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=self.normalize, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dims)
+
+
+def _word_prefix(text: str, cap: int) -> str:
+    """``text`` cut to at most ``cap`` characters at a whitespace (whole words only)."""
+    if len(text) <= cap:
+        return text
+    cut = max(text.rfind(" ", 0, cap), text.rfind("\n", 0, cap), text.rfind("\t", 0, cap))
+    return text[:cut] if cut > 0 else text[:cap]
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
