@@ -108,7 +108,9 @@ class Puller:
     # -- the network side ---------------------------------------------------------------
     def pull(self, spec: ModelSpec, revision: str | None = None, endpoints: list[str] | None = None,
              dry_run: bool = False, upgrade: bool = False, include: tuple[str, ...] | None = None,
-             allow_pickle: bool | None = None) -> PullResult:
+             allow_pickle: bool | None = None, retries: int | None = None) -> PullResult:
+        """Pull ``spec`` (pinned and complete in the cache: no request). ``retries`` overrides
+        ``download.retries`` for this call."""
         revision = revision or spec.revision
         if not upgrade and include is None and (hit := self.cached(spec, revision)):
             return hit
@@ -119,9 +121,11 @@ class Puller:
         allow_pickle = self.settings.download.allow_pickle if allow_pickle is None else allow_pickle
         failures: dict[str, str] = {}
         stats = RetryStats()
+        policy = self.policy if retries is None else RetryPolicy(retries, self.policy.backoff_base,
+                                                                 self.policy.backoff_max)
         for endpoint in endpoints or self.settings.endpoints:
             remote = RemoteRepo(endpoint, self.settings.token_value, self.settings.download.connect_timeout,
-                                self.policy, stats)
+                                policy, stats)
             try:
                 if dry_run:
                     return self._plan(spec, revision, remote, allow_pickle, include, stats)
@@ -214,7 +218,7 @@ class Puller:
                                      token=remote.token, expected_size=exp.size, timeout=remote.timeout,
                                      read_timeout=self.settings.model_cache.download_timeout)
 
-            stats.bytes_received += self.policy.call(fetch, f"download {repo_id}/{exp.path}", stats)
+            stats.bytes_received += remote.policy.call(fetch, f"download {repo_id}/{exp.path}", stats)
             try:
                 verify_file(part, exp)
             except IntegrityError as err:

@@ -355,11 +355,11 @@ class EmbeddingService:
             return True
         return time.monotonic() - tier._failed_at >= self.settings.fallback.retry_preferred_after_s
 
-    def _load(self, tier: Tier):
+    def _load(self, tier: Tier, retries: int | None = None):
         if tier.kind == "keyword":
             return HashedEncoder(self._dims or DEFAULT_DIMS)
         revision = self.revision if tier.kind == "preferred" else None
-        encoder = self.manager.load(tier.spec, revision)
+        encoder = self.manager.load(tier.spec, revision, retries=retries)
         want = self._dims if tier.kind != "preferred" else (self._dims_hint or (tier.spec.dims if tier.spec else None))
         if want and encoder.dims != want and not self.settings.fallback.allow_dimension_mismatch:
             raise ValueError(f"{tier.model} gives {encoder.dims} dims, expected {want} "
@@ -424,9 +424,9 @@ class EmbeddingService:
                 continue
             if not self._cooled_down(tier):
                 continue
-            try:
-                encoder = self._load(tier)
-            except Exception as exc:
+            try:  # in the caller's thread: fail fast, background recovery retries fully
+                encoder = self._load(tier, retries=self.settings.fallback.first_try_retries)
+            except Exception as exc:  # noqa: BLE001 - any tier failure moves down the chain, reason recorded
                 self._fail(tier, exc)
                 continue
             self._succeed(tier, encoder)

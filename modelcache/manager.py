@@ -104,7 +104,7 @@ class ModelManager:
         return result
 
     def ensure(self, model: str | ModelSpec | None = None, revision: str | None = None,
-               download: bool = True) -> LocalModel:
+               download: bool = True, retries: int | None = None) -> LocalModel:
         """The model's files on disk, verified (fast path: stat stamps), pulling if needed."""
         spec = self.spec(model)
         hit = self.puller.cached(spec, revision)
@@ -115,7 +115,7 @@ class ModelManager:
             if not download or self.settings.offline:
                 raise OfflineError(spec.name, "the model is not in the cache" + (
                     " and offline mode is on" if self.settings.offline else ""))
-            hit = self.pull(spec, revision)
+            hit = self.pull(spec, revision, retries=retries)
         else:
             report = self.verify(spec, revision=revision)
             if not report.ok:
@@ -123,7 +123,7 @@ class ModelManager:
                     first = next(iter(report.failures.items()))
                     raise IntegrityError(first[0], "verify", detail=first[1])
                 log.warning("%s failed verification (%s); fetching it again", spec.name, report.failures)
-                hit = self.puller.pull(spec, revision, upgrade=True)
+                hit = self.puller.pull(spec, revision, upgrade=True, retries=retries)
         self.store.touch(spec.repo_id)
         return LocalModel(spec, hit.commit, hit.snapshot, hit.files, hit)
 
@@ -296,14 +296,15 @@ class ModelManager:
 
         return pool.get(key, build)
 
-    def load(self, model: str | ModelSpec | None = None, revision: str | None = None):
+    def load(self, model: str | ModelSpec | None = None, revision: str | None = None,
+             retries: int | None = None):
         """An :class:`~modelcache.backends.Encoder` for the model (pulled and verified if needed).
 
         Encoders live in ``self.pool`` (:class:`~modelcache.pool.ModelPool`): loaded once,
         shared, evicted LRU under ``embedding.max_loaded_models``, unloaded after
         ``embedding.keep_alive_s`` idle; ``mgr.pool.preload(names)`` warms them at start.
         """
-        local = self.ensure(model, revision)
+        local = self.ensure(model, revision, retries=retries)
         return self._encoder(local.spec, local.commit, local.path)
 
     # -- housekeeping -------------------------------------------------------------------

@@ -65,6 +65,9 @@ class FallbackSection(_Section):
     strategy: Literal["auto", "manual", "strict"] = "auto"
     allow_dimension_mismatch: bool = False
     retry_preferred_after_s: float = Field(default=60.0, ge=0)
+    first_try_retries: int = Field(default=1, ge=0, le=50)
+    """Retries for a load in the caller's thread: the first embed must not stall on a dead Hub.
+    Background recovery of the preferred tier uses download.retries."""
     bundled: bool = True
     keyword: bool = True
 

@@ -47,7 +47,7 @@ class FakeManager:
         self.broken_encode: set[str] = set()
         self.threads: set[int] = set()
 
-    def load(self, spec, revision=None):
+    def load(self, spec, revision=None, retries=None):
         self.calls.append(spec.name)
         if spec.name not in self.available:
             raise DownloadError(spec.repo_id, {"http://hub": "503 Service Unavailable"})
@@ -192,7 +192,7 @@ async def test_aembed_runs_off_the_event_loop() -> None:
 def test_offline_error_reason_is_kept() -> None:
     svc, mgr = service()
 
-    def offline(spec, revision=None):
+    def offline(spec, revision=None, retries=None):
         raise OfflineError(spec.name, "the model is not in the cache and offline mode is on")
 
     mgr.load = offline
