@@ -84,6 +84,17 @@ def test_hub_down_empty_cache_gives_bundled_identical_to_hub_model(proxy: FaultP
     np.testing.assert_allclose(hub_model.encode(texts, kind="document"), offline_vectors, atol=1e-6)
 
 
+def test_first_embed_fails_fast_on_a_dead_hub(proxy: FaultProxy) -> None:
+    proxy.down()
+    settings = load_settings({"download": {"endpoints": [proxy.endpoint], "retries": 5, "backoff_base": 0.01},
+                              "fallback": {"retry_preferred_after_s": 3600}})
+    assert settings.fallback.first_try_retries == 1
+    service = EmbeddingService(settings, background_recovery=False)
+    service.embed(["Hello world"], "query")
+    assert service.active_tier == "bundled"
+    assert proxy.count() == 2  # one try + one retry in the caller's thread, not download.retries + 1
+
+
 # -- bundled missing → keyword mode; retrievers still find the memory ----------------------
 
 
