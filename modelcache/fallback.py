@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import metrics
-from .errors import ModelUnavailableError
+from .batching import BatcherClosedError, MicroBatcher
+from .errors import ModelUnavailableError, OverloadedError
 from .keyword import HashedEncoder
 from .registry import ModelSpec, Registry, get_registry
 from .settings import Settings, load_settings
@@ -188,6 +189,7 @@ class EmbeddingService:
         self._dims: int | None = None
         self._warned_degraded = False
         self._lock = threading.RLock()
+        self._batcher: tuple[Any, MicroBatcher] | None = None
         self._recover_lock = threading.Lock()
         self._recovery: threading.Thread | None = None
 
@@ -491,6 +493,22 @@ class EmbeddingService:
             thread.join(timeout)
 
     # -- embedding ----------------------------------------------------------------------
+    def _batcher_for(self, encoder) -> MicroBatcher | None:
+        """One micro-batcher over the active model: concurrent callers share its batches."""
+        if isinstance(encoder, HashedEncoder):
+            return None
+        with self._lock:
+            current = self._batcher
+            if current is not None and current[0] is encoder:
+                return current[1]
+            emb = self.settings.embedding
+            batcher = MicroBatcher(encoder.encode, batch_size=emb.batch_size, max_wait_ms=emb.max_batch_wait_ms,
+                                   queue_size=emb.queue_size)
+            self._batcher = (encoder, batcher)
+        if current is not None:
+            current[1].close(drain=True)  # calls already queued on the old model finish there
+        return batcher
+
     def encode(self, texts: Sequence[str], kind: str = "document") -> tuple[np.ndarray, str | None]:
         """``(vectors float32 (n, dims), fingerprint of those vectors)``, through the chain."""
         texts = check_texts(texts)
@@ -503,11 +521,17 @@ class EmbeddingService:
             with self._lock:
                 tier = self._active or self._activate()
                 encoder = tier.encoder
+            batcher = self._batcher_for(encoder)
             try:
-                vectors = np.asarray(encoder.encode(texts, kind=kind), dtype=np.float32)
+                raw = batcher.encode(texts, kind) if batcher is not None else encoder.encode(texts, kind=kind)
+                vectors = np.asarray(raw, dtype=np.float32)
                 if vectors.shape != (len(texts), tier.dims):
                     raise ValueError(f"encoder returned shape {vectors.shape}, expected {(len(texts), tier.dims)}")
-            except Exception as exc:
+            except OverloadedError:
+                raise  # back-pressure is the caller's to handle, not a broken model
+            except BatcherClosedError:
+                continue  # the chain switched models under us: go again on the new one
+            except Exception as exc:  # noqa: BLE001 - a model failing to encode moves down the chain
                 if tier.kind == "keyword":
                     raise
                 with self._lock:

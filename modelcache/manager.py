@@ -9,7 +9,6 @@ import hashlib
 import logging
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from .download import PullResult, Puller, select_files
 from .errors import IntegrityError, OfflineError, UnknownModelError
 from .integrity import FileExpectation, StatStamp, git_blob_sha1, sha256_file, verify_file
 from .lockfile import Lockfile, Pin
+from .pool import ModelPool
 from .registry import ModelSpec, Registry, get_registry
 from .settings import Settings, load_settings
 from .store import CacheStore
@@ -82,8 +82,10 @@ class ModelManager:
         lock_path = self.settings.model_cache.lockfile or (self.store.state_dir / "lock.json")
         self.lockfile = Lockfile(lock_path, read_only=self.store.read_only)
         self.puller = Puller(self.settings, self.store, self.lockfile)
-        self._loaded: dict[tuple, object] = {}
-        self._load_lock = threading.Lock()
+        emb = self.settings.embedding
+        self.pool = ModelPool(max_loaded_models=emb.max_loaded_models,
+                              max_memory_bytes=int(emb.max_memory_mb * 1e6) if emb.max_memory_mb else None,
+                              keep_alive_s=emb.keep_alive_s, warm=self.load)
 
     # -- lookup -------------------------------------------------------------------------
     def spec(self, model: str | ModelSpec | None = None) -> ModelSpec:
@@ -271,17 +273,9 @@ class ModelManager:
     def _encoder(self, spec: ModelSpec, commit: str, path: Path):
         """The pooled encoder for one snapshot (loaded once; LRU / idle unload by the pool)."""
         from .backends.onnx_rt import load_encoder
-        from .pool import ModelPool
 
         emb = self.settings.embedding
-        quantize = getattr(emb, "quantize", None) or "fp32"  # forward-compatible: not a setting yet
-        with self._load_lock:
-            pool = self.__dict__.get("pool")
-            if pool is None:
-                max_mb = getattr(emb, "max_memory_mb", None)
-                pool = self.pool = ModelPool(max_loaded_models=emb.max_loaded_models,
-                                             max_memory_bytes=int(max_mb * 1e6) if max_mb else None,
-                                             keep_alive_s=emb.keep_alive_s, warm=self.load)
+        quantize = emb.quantize
         key = (spec.repo_id, commit, emb.backend, emb.device, quantize, spec.query_prompt, spec.document_prompt,
                spec.normalize, spec.max_seq_length, str(path))
 
@@ -294,7 +288,7 @@ class ModelManager:
             metrics.observe_load(spec.name, time.perf_counter() - t0)
             return encoder
 
-        return pool.get(key, build)
+        return self.pool.get(key, build)
 
     def load(self, model: str | ModelSpec | None = None, revision: str | None = None,
              retries: int | None = None):

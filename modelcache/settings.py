@@ -80,6 +80,11 @@ class EmbeddingSection(_Section):
     queue_size: int = Field(default=1024, ge=1)
     max_loaded_models: int = Field(default=2, ge=1)
     keep_alive_s: float | None = Field(default=None, gt=0)
+    """Unload a model idle this long (None: keep it)."""
+    max_memory_mb: float | None = Field(default=None, gt=0)
+    """Memory budget of the loaded-model pool (LRU eviction above it)."""
+    quantize: Literal["fp32", "int8"] = "fp32"
+    """ONNX backend only: int8 dynamic quantisation (a different fingerprint, never mixed)."""
 
 
 class Settings(_Section):
@@ -121,6 +126,9 @@ class Settings(_Section):
 
 
 def _profile_data(name: str) -> dict:
+    # only the packaged names: a value from a config file never becomes a path of its own
+    if not isinstance(name, str) or name not in ("dev", "prod", "offline"):
+        raise ConfigError("profile", f"unknown profile {name!r}; allowed: dev, prod, offline")
     path = resources.files("modelcache").joinpath(f"data/profiles/{name}.yaml")
     if not path.is_file():
         raise ConfigError("profile", f"unknown profile {name!r}; allowed: dev, prod, offline")
@@ -203,6 +211,10 @@ def load_settings(config: str | Path | dict | None = None, **overrides: Any) -> 
                 raise ConfigError(str(p), f"not valid YAML: {exc}") from None
             if not isinstance(file_data, dict):
                 raise ConfigError(str(p), "the top level must be a mapping of sections")
+    for section in ("model_cache", "download", "fallback", "embedding"):
+        # checked before merging: the environment's section would otherwise replace a bad one silently
+        if section in file_data and not isinstance(file_data[section], dict):
+            raise ConfigError(section, f"must be a mapping of settings, got {file_data[section]!r}")
     env_data = _env_data(env)
     if not env.get("MODELCACHE_ENDPOINTS") and env.get("HF_ENDPOINT") and not (
             file_data.get("download", {}) or {}).get("endpoints"):

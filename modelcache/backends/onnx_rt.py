@@ -148,8 +148,8 @@ def _load_tokenizer(model_dir: Path, max_length: int):
         pad_id = tok.padding["pad_id"] if tok.padding else 0
         pad_token = tok.padding["pad_token"] if tok.padding else "[PAD]"
     tok.enable_truncation(max_length=max_length)
-    tok.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest text of each batch
-    return tok
+    tok.no_padding()  # groups are padded in numpy (see plan_groups)
+    return tok, pad_id
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -169,7 +169,7 @@ class OnnxEncoder:
         layout = _Layout(model_dir, name)
         limits = [v for v in (layout.max_seq_length, max_seq_length, layout.model_max) if v]
         self._max_seq_length = int(min(limits)) if limits else 512
-        self.tokenizer = _load_tokenizer(model_dir, self._max_seq_length)
+        self.tokenizer, self._pad_id = _load_tokenizer(model_dir, self._max_seq_length)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -189,46 +189,89 @@ class OnnxEncoder:
         self.quantization = quantization
         self.backend = "onnx"
         self.memory_bytes = sum(p.stat().st_size for p in self.onnx_path.parent.glob(self.onnx_path.name + "*"))
-        self.dims = layout.dims or int(self._run(["dims"], "")[0].shape[-1])
+        self.dims = layout.dims or int(self._run([self.tokenizer.encode("dims")]).shape[-1])
 
     @property
     def max_seq_length(self) -> int:
         return self._max_seq_length
 
     def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens of each text after truncation, special tokens included."""
         return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
 
     def encode(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
-        """float32 (len(texts), dims); batches of ``batch_size`` sorted by length."""
+        """float32 (len(texts), dims).
+
+        Texts are tokenized once, then run in groups of similar token length (at most
+        ``batch_size`` each) chosen by :func:`plan_groups` to waste little compute on padding.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a list of str; wrap one text in a list: [text]")
         texts = list(texts)
         out = np.empty((len(texts), self.dims), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        if not texts:
+            return out
         prompt = self.prompts.get(kind, "") or ""
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            out[idx] = self._run([texts[i] for i in idx], prompt)
-        return out
-
-    def _run(self, texts: list[str], prompt: str) -> np.ndarray:
-        inputs = [prompt + t for t in texts] if prompt else list(texts)
+        inputs = [prompt + t for t in texts] if prompt else texts
         if self.layout.do_lower_case:
             inputs = [t.lower() for t in inputs]
         encoded = self.tokenizer.encode_batch(inputs, add_special_tokens=True)
-        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.asarray([e.type_ids for e in encoded], dtype=np.int64)
+        prompt_len = 0
+        if prompt and not self.layout.include_prompt:
+            prompt_len = len(self.tokenizer.encode(prompt, add_special_tokens=True).ids) - 1
+        for group in plan_groups([len(e.ids) for e in encoded], self.batch_size, GROUP_OVERHEAD_TOKENS):
+            out[group] = self._run([encoded[i] for i in group], prompt_len)
+        return out
+
+    def _run(self, encoded: list, prompt_len: int = 0) -> np.ndarray:
+        width = max(len(e.ids) for e in encoded)
+        ids = np.full((len(encoded), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(encoded), width), dtype=np.int64)
+        types = np.zeros((len(encoded), width), dtype=np.int64)
+        for row, e in enumerate(encoded):
+            n = len(e.ids)
+            ids[row, :n] = e.ids
+            mask[row, :n] = 1
+            types[row, :n] = e.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         outputs = self.session.run(None, {k: v for k, v in feed.items() if k in self._inputs})
         tokens = next(o for o in outputs if getattr(o, "ndim", 0) == 3)
-        if prompt and not self.layout.include_prompt:
-            n = len(self.tokenizer.encode(prompt, add_special_tokens=True).ids) - 1
+        if prompt_len:
             mask = mask.copy()
-            mask[:, :n] = 0
+            mask[:, :prompt_len] = 0
         pooled = _pool(tokens.astype(np.float32, copy=False), mask, self.layout.modes)
         if self.normalize:
             pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return pooled.astype(np.float32, copy=False)
+
+
+#: the fixed cost of one ONNX Runtime call, in tokens of compute (weights streamed once per call)
+GROUP_OVERHEAD_TOKENS = 16
+
+
+def plan_groups(lengths: list[int], max_size: int, overhead: int = GROUP_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Split indices into runs of similar length: minimise sum(overhead + size * longest).
+
+    Texts sorted by length, then an exact dynamic programme over contiguous runs of at most
+    ``max_size``: one long text no longer pads fifteen short ones to its length, and texts of
+    equal length still share one call.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    sl = [lengths[i] for i in order]
+    n = len(sl)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        longest = sl[end - 1]
+        for start in range(max(0, end - max_size), end):
+            cost = best[start] + overhead + (end - start) * longest
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], n
+    while end > 0:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
 
 
 def _pool(tokens: np.ndarray, mask: np.ndarray, modes: list[str]) -> np.ndarray:
@@ -405,38 +448,49 @@ class OnnxExportCache:
                 pass
 
 
-def export_root(settings: Settings) -> Path:
-    """Where exports are cached: beside the model cache, or a temp dir if that is read-only."""
+def export_roots(settings: Settings) -> list[Path]:
+    """Where exports are looked up, the last one being where new ones are written.
+
+    Beside the model cache (``<cache>/.locks/modelcache/onnx``); for a read-only cache, its
+    exports (made at build time) are still used and new ones go to a per-user temp dir.
+    """
     from ..store import CacheStore
 
     store = CacheStore(settings.cache_dir, settings.model_cache.read_only)
+    primary = store.state_dir / "onnx"
     if not store.read_only:
-        return store.state_dir / "onnx"
-    return Path(tempfile.gettempdir()) / f"modelcache-onnx-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        return [primary]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return [primary, Path(tempfile.gettempdir()) / f"modelcache-onnx-{uid}"]
 
 
-def onnx_model_path(model_dir: Path, fingerprint: str, root: Path, quantize: str = "fp32") -> Path:
+def _cached_or_built(roots: list[Path], key: str, build: Callable[[Path], None], **info: Any) -> Path:
+    for root in roots[:-1]:
+        if (hit := OnnxExportCache(root).lookup(key)) is not None:
+            return hit
+    return OnnxExportCache(roots[-1]).get_or_build(key, build, **info)
+
+
+def onnx_model_path(model_dir: Path, fingerprint: str, roots: list[Path], quantize: str = "fp32") -> Path:
     """The ONNX file to run: the repo's own, or our (verified, cached) export / quantisation."""
-    cache = OnnxExportCache(root)
     own = Path(model_dir) / REPO_ONNX
     if own.is_file():
         fp32 = own
     else:
-        fp32 = cache.get_or_build(fingerprint, lambda tmp: export_onnx(model_dir, tmp), source=str(model_dir),
-                                  quantization="fp32", opset=OPSET)
+        fp32 = _cached_or_built(roots, fingerprint, lambda tmp: export_onnx(model_dir, tmp),
+                                source=str(model_dir), quantization="fp32", opset=OPSET)
     if quantize == "fp32":
         return fp32
-    return cache.get_or_build(f"{fingerprint}-int8", lambda tmp: quantize_int8(fp32, tmp),
-                              source=str(fp32), quantization="int8")
+    return _cached_or_built(roots, f"{fingerprint}-{quantize}", lambda tmp: quantize_int8(fp32, tmp),
+                            source=str(fp32), quantization=quantize)
 
 
-def has_onnx(model_dir: Path, fingerprint: str, root: Path, quantize: str = "fp32") -> bool:
+def has_onnx(model_dir: Path, fingerprint: str, roots: list[Path], quantize: str = "fp32") -> bool:
     """True if an ONNX file is there without exporting (repo's own or a cached export)."""
-    cache = OnnxExportCache(root)
-    key = fingerprint if quantize == "fp32" else f"{fingerprint}-{quantize}"
     if quantize == "fp32" and (Path(model_dir) / REPO_ONNX).is_file():
         return True
-    return cache.entry(key).exists()
+    key = fingerprint if quantize == "fp32" else f"{fingerprint}-{quantize}"
+    return any(OnnxExportCache(root).entry(key).exists() for root in roots)
 
 
 # ----------------------------------------------------------------------------- factory
@@ -458,7 +512,7 @@ def load_encoder(local: LocalModel, settings: Settings, backend: str | None = No
     fingerprint = fingerprint or fp.compute(path, dims=spec.dims, normalize=spec.normalize,
                                             query_prompt=spec.query_prompt, document_prompt=spec.document_prompt)
     if backend == "auto":
-        if onnx_available() and (has_onnx(path, fingerprint, export_root(settings), quantize) or _export_possible()):
+        if onnx_available() and (has_onnx(path, fingerprint, export_roots(settings), quantize) or _export_possible()):
             try:
                 return _onnx(local, settings, fingerprint, quantize)
             except (ModelCacheError, ImportError, OSError, RuntimeError) as exc:
@@ -490,7 +544,7 @@ def _onnx(local: LocalModel, settings: Settings, fingerprint: str, quantize: str
     if settings.embedding.device not in ("cpu", "auto"):
         log.info("the ONNX backend runs on CPU; ignoring device %r", settings.embedding.device)
     _Layout(path, spec.name)  # refuse unsupported pipelines before exporting anything
-    onnx_path = onnx_model_path(path, fingerprint, export_root(settings), quantize)
+    onnx_path = onnx_model_path(path, fingerprint, export_roots(settings), quantize)
     return OnnxEncoder(path, onnx_path, name=spec.name,
                        fingerprint=fingerprint if quantize == "fp32" else f"{fingerprint}-{quantize}",
                        query_prompt=spec.query_prompt, document_prompt=spec.document_prompt,
