@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
 from . import metrics
@@ -24,11 +25,12 @@ from .errors import DiskSpaceError, DownloadError, IntegrityError, OfflineError,
 from .integrity import FileExpectation, StatStamp, verify_file
 from .lockfile import Lockfile, Pin
 from .registry import PICKLE_PATTERNS, ModelSpec
-from .remote import RemoteRepo
 from .retry import RetryPolicy, RetryStats
 from .settings import Settings
 from .store import CacheStore
-from .transfer import fetch_to_part
+
+if TYPE_CHECKING:
+    from .remote import RemoteRepo
 
 log = logging.getLogger("modelcache")
 
@@ -124,6 +126,8 @@ class Puller:
         policy = self.policy if retries is None else RetryPolicy(retries, self.policy.backoff_base,
                                                                  self.policy.backoff_max)
         for endpoint in endpoints or self.settings.endpoints:
+            from .remote import RemoteRepo  # the HTTP stack: only when we really go to the network
+
             remote = RemoteRepo(endpoint, self.settings.token_value, self.settings.download.connect_timeout,
                                 policy, stats)
             try:
@@ -214,6 +218,8 @@ class Puller:
         part = self.store.partial_path(repo_id, exp.blob_name)
         for attempt in (1, 2):
             def fetch() -> int:
+                from .transfer import fetch_to_part
+
                 return fetch_to_part(repo_id, exp.path, commit, part, endpoint=remote.endpoint,
                                      token=remote.token, expected_size=exp.size, timeout=remote.timeout,
                                      read_timeout=self.settings.model_cache.download_timeout)

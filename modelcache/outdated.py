@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import OfflineError
-from .remote import RemoteRepo
 from .retry import RetryPolicy, RetryStats
 from .store import _is_commit
 
@@ -37,6 +36,8 @@ class OutdatedEntry:
 
 def _resolve(mgr: Any, repo_id: str, revision: str, endpoints: list[str], timeout: float) -> tuple[str, str]:
     """(commit, endpoint) from the first endpoint that answers; raises the last error."""
+    from .remote import RemoteRepo  # the HTTP stack only when we ask the Hub
+
     last: Exception | None = None
     for endpoint in endpoints:
         remote = RemoteRepo(endpoint, mgr.settings.token_value, timeout, RetryPolicy(retries=1, backoff_base=0.2),

@@ -12,15 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import httpx2
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the HTTP stack is imported on first use: a cached load never needs it
+    from tenacity import RetryCallState
 
 log = logging.getLogger("modelcache")
 T = TypeVar("T")
@@ -31,6 +26,8 @@ MAX_RETRY_AFTER_S = 300.0
 
 def root_http_error(exc: BaseException) -> BaseException:
     """huggingface_hub wraps a failed HEAD in ValueError/FileMetadataError: find the HTTP cause."""
+    import httpx2
+
     seen = 0
     while (exc is not None and seen < 5 and getattr(exc, "response", None) is None
            and not isinstance(exc, (httpx2.HTTPError, ConnectionError, TimeoutError))):
@@ -58,6 +55,15 @@ def retry_after_of(exc: BaseException) -> float | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     exc = root_http_error(exc)
     if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError, OfflineModeIsEnabled)):
         return False
@@ -95,6 +101,8 @@ class RetryPolicy:
         return delay * (0.5 + random.random() / 2)  # jitter: never all clients at once
 
     def call(self, fn: Callable[[], T], what: str, stats: RetryStats | None = None) -> T:
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
         stats = stats if stats is not None else RetryStats()
 
         def before_sleep(state: RetryCallState) -> None:
