@@ -248,7 +248,11 @@ class MemoryIndex:
     # -- search -------------------------------------------------------------------------
     def _index(self):
         if self._bm25 is None:
+            bm25s_log = logging.getLogger("bm25s")
+            level = bm25s_log.level
             import bm25s
+
+            bm25s_log.setLevel(level or logging.WARNING)  # bm25s sets its logger to DEBUG on import
 
             self._order = list(self._records)
             bm25 = bm25s.BM25(k1=self.k1, b=self.b)

@@ -171,9 +171,12 @@ class ModelManager:
             snapshot = self.store.publish_snapshot(spec.repo_id, commit, files, staging)
         self.store.write_ref(spec.repo_id, spec.revision, commit)
         self.lockfile.set(Pin(spec.repo_id, spec.revision, commit, files))
+        stamps = {p: list(StatStamp.of(self.store.blob_path(spec.repo_id, e.blob_name)).__dict__.values())
+                  for p, e in files.items()}  # every file was just verified: a warm verify need not re-hash
+        verified = self.store.read_meta(spec.repo_id).get("verified", {}) | {commit: stamps}
         self.store.update_meta(spec.repo_id, downloaded_at=time.time(), source_endpoint=f"install:{from_dir}",
                                size=sum(e.size or 0 for e in files.values()), revision=spec.revision,
-                               commit=commit, last_validated=time.time())
+                               commit=commit, last_validated=time.time(), verified=verified)
         result = PullResult(spec.repo_id, spec.revision, commit, snapshot, None, files,
                             downloaded=sorted(files), bytes_downloaded=sum(e.size or 0 for e in files.values()),
                             seconds=time.perf_counter() - t0, requests_made=False)
@@ -219,15 +222,16 @@ class ModelManager:
                     if exp.size is not None and stamp[0] != exp.size:
                         raise IntegrityError(path, "size", exp.size, stamp[0])
                     continue
+                if target.exists():
+                    report.hashed.append(path)
+                    report.bytes_hashed += target.stat().st_size
                 verify_file(target, exp)
-                report.hashed.append(path)
-                report.bytes_hashed += target.stat().st_size
                 st = StatStamp.of(target)
                 stamps[path] = [st.size, st.mtime_ns, st.ino]
                 changed = True
             except IntegrityError as err:
                 metrics.record_validation_failure(err.check)
-                report.failures[path] = str(err).split(". The file was")[0]
+                report.failures[path] = str(err).split(". The file was")[0].removeprefix(f"{path}: ")
                 if link.exists() and self.store.quarantine(spec.repo_id, link.resolve(), path):
                     report.quarantined.append(path)
                     self.store.drop_link(spec.repo_id, commit, path)
