@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 
 from . import metrics
 from .errors import DiskSpaceError, ModelCacheError
-from .store import CacheStore, repo_folder
+from .store import CacheStore, remove_tree, repo_folder
 
 log = logging.getLogger("modelcache")
 
@@ -279,13 +279,15 @@ def _evict(mgr: Any, repo_id: str, lock_timeout: float) -> bool:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(lock_path), timeout=lock_timeout):
+            if not d.exists():
+                return False  # removed by another process while we waited for the lock
             trash = store.state_dir / "trash" / f"{d.name}-{uuid.uuid4().hex[:6]}"
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.rename(d, trash)
     except Timeout:
         log.warning("not evicting %s: another process holds its lock", repo_id)
         return False
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_tree(trash)  # retries: a metadata write that raced the rename can land in the trash
     shutil.rmtree(store.state_dir / "partial" / repo_folder(repo_id), ignore_errors=True)
     mgr.lockfile.remove(repo_id)
     return True

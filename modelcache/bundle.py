@@ -193,6 +193,8 @@ def read_manifest(tar: tarfile.TarFile) -> dict:
         raise UnsafeFileError(f"repo_id {manifest.get('repo_id')!r}", "must look like 'org/name'")
     if not isinstance(manifest.get("commit"), str) or not _HEX40.match(manifest["commit"]):
         raise UnsafeFileError(f"commit {manifest.get('commit')!r}", "must be 40 hex digits")
+    if not isinstance(manifest.get("spec", {}), dict):
+        raise UnsafeFileError(f"the manifest's spec ({type(manifest['spec']).__name__})", "must be a mapping")
     revision = manifest.get("revision")
     if not isinstance(revision, str) or not revision:
         raise UnsafeFileError(f"revision {revision!r}", "must be a branch, tag or commit")

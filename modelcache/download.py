@@ -10,6 +10,7 @@ write the ref, the pin and the metadata. Mirrors are tried in order.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import shutil
@@ -125,30 +126,34 @@ class Puller:
         stats = RetryStats()
         policy = self.policy if retries is None else RetryPolicy(retries, self.policy.backoff_base,
                                                                  self.policy.backoff_max)
-        for endpoint in endpoints or self.settings.endpoints:
-            from .remote import RemoteRepo  # the HTTP stack: only when we really go to the network
+        # a repair re-fetches the pinned commit; only --upgrade moves the pin to where the branch is now
+        pin = None if upgrade else self.lockfile.get(spec.repo_id, revision)
+        target = pin.commit if pin else revision
+        import httpx2  # the HTTP stack: only when we really go to the network
 
+        from .remote import RemoteRepo
+
+        for endpoint in endpoints or self.settings.endpoints:
             remote = RemoteRepo(endpoint, self.settings.token_value, self.settings.download.connect_timeout,
                                 policy, stats)
             try:
                 if dry_run:
-                    return self._plan(spec, revision, remote, allow_pickle, include, stats)
+                    return self._plan(spec, revision, target, remote, allow_pickle, include, stats)
                 with self.store.lock(spec.repo_id):
                     if not upgrade and include is None and (hit := self.cached(spec, revision)):
                         return hit  # another process finished while we waited
-                    return self._pull_from(spec, revision, remote, allow_pickle, include, stats)
+                    return self._pull_from(spec, revision, target, remote, allow_pickle, include, stats)
             except (UnsafeFileError, DiskSpaceError, IntegrityError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded per endpoint, re-raised as DownloadError
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
+                raise  # the same on every endpoint: no failover
+            except (OSError, ValueError, httpx2.HTTPError) as exc:  # HTTP (HfHubHTTPError is an OSError),
+                # transport, a bad answer: recorded for this endpoint, next endpoint, then DownloadError
                 failures[endpoint] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
                 log.warning("pull %s from %s failed: %s", spec.repo_id, endpoint, failures[endpoint])
         metrics.record_download_failure(spec.repo_id, stats)
         raise DownloadError(spec.repo_id, failures)
 
-    def _plan(self, spec, revision, remote, allow_pickle, include, stats) -> PullResult:
-        commit = remote.resolve(spec.repo_id, revision)
+    def _plan(self, spec, revision, target, remote, allow_pickle, include, stats) -> PullResult:
+        commit = remote.resolve(spec.repo_id, target)
         files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
         missing = [p for p, e in files.items() if not self._have(spec.repo_id, commit, e)]
         return PullResult(spec.repo_id, revision, commit, self.store.snapshot_dir(spec.repo_id, commit),
@@ -179,9 +184,9 @@ class Puller:
                 raise IntegrityError(path, "sha256 (registry/lockfile vs endpoint)", known, exp.sha256,
                                      detail="the endpoint serves different content than pinned")
 
-    def _pull_from(self, spec, revision, remote: RemoteRepo, allow_pickle, include, stats) -> PullResult:
+    def _pull_from(self, spec, revision, target, remote: RemoteRepo, allow_pickle, include, stats) -> PullResult:
         t0 = time.perf_counter()
-        commit = remote.resolve(spec.repo_id, revision)
+        commit = remote.resolve(spec.repo_id, target)
         files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
         self._check_known(spec, commit, files)
         missing = {p: e for p, e in files.items() if not self._have(spec.repo_id, commit, e)}
@@ -224,7 +229,14 @@ class Puller:
                                      token=remote.token, expected_size=exp.size, timeout=remote.timeout,
                                      read_timeout=self.settings.model_cache.download_timeout)
 
-            stats.bytes_received += remote.policy.call(fetch, f"download {repo_id}/{exp.path}", stats)
+            try:
+                stats.bytes_received += remote.policy.call(fetch, f"download {repo_id}/{exp.path}", stats)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                part.unlink(missing_ok=True)  # a partial file we cannot finish only holds the space
+                raise DiskSpaceError(str(self.store.root), exp.size or 0,
+                                     shutil.disk_usage(self.store.root).free) from exc
             try:
                 verify_file(part, exp)
             except IntegrityError as err:

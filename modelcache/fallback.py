@@ -102,7 +102,21 @@ def check_texts(texts: Any) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:  # bad input, not a broken model: never let it move the chain
+        bad = next(i for i, t in enumerate(texts) if _lone_surrogate(t))
+        raise ValueError(f"texts[{bad}] is not valid Unicode (it holds a lone surrogate); "
+                         "decode your input with errors='replace'") from None
     return list(texts)
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def dims_from_dir(path: Path) -> int | None:

@@ -137,6 +137,13 @@ def verify_file(path: Path, exp: FileExpectation, check_hash: bool = True) -> st
     """Raise :class:`IntegrityError` unless ``path`` matches ``exp``. Returns the sha256 if hashed."""
     if not path.exists():
         raise IntegrityError(exp.path, "exists", detail=f"missing at {path}")
+    try:
+        return _verify_present(Path(path), exp, check_hash)
+    except FileNotFoundError:  # `rm` / `prune` in another process removed it while we read it
+        raise IntegrityError(exp.path, "exists", detail=f"removed from {path} while it was checked") from None
+
+
+def _verify_present(path: Path, exp: FileExpectation, check_hash: bool) -> str | None:
     size = os.path.getsize(path)
     if exp.size is not None and size != exp.size:
         raise IntegrityError(exp.path, "size", exp.size, size)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .errors import ConfigError
 from .integrity import FileExpectation
 
 
@@ -40,8 +41,11 @@ class Lockfile:
             data = json.loads(self.path.read_text("utf-8"))
         except FileNotFoundError:
             return {"version": 1, "pins": {}}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(str(self.path), f"the lockfile is not valid JSON ({exc}); restore it from version "
+                              "control, or delete it and pull again (pins are re-made on the next pull)") from None
         if not isinstance(data, dict) or not isinstance(data.get("pins"), dict):
-            raise ValueError(f"{self.path} is not a modelcache lockfile")
+            raise ConfigError(str(self.path), "not a modelcache lockfile (no 'pins' mapping)")
         return data
 
     def get(self, repo_id: str, revision: str) -> Pin | None:

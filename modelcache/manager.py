@@ -64,7 +64,10 @@ class VerifyReport:
 
 def _expectation_from_blob(path: str, link: Path) -> FileExpectation:
     """Offline, the HF layout itself names the expected hash: blob = sha256 (64) or git sha1 (40)."""
-    blob = os.path.basename(os.readlink(link)) if link.is_symlink() else ""
+    try:
+        blob = os.path.basename(os.readlink(link)) if link.is_symlink() else ""
+    except FileNotFoundError:  # removed by `rm` / `prune` in another process: checked as missing
+        blob = ""
     if len(blob) == 64:
         return FileExpectation(path, sha256=blob)
     if len(blob) == 40:
@@ -91,7 +94,7 @@ class ModelManager:
     def spec(self, model: str | ModelSpec | None = None) -> ModelSpec:
         if isinstance(model, ModelSpec):
             return model
-        return self.registry.get(model or self.settings.model)
+        return self.registry.get(self.settings.model if model is None else model)
 
     # -- getting files on disk ----------------------------------------------------------
     def pull(self, model: str | ModelSpec | None = None, revision: str | None = None, **kwargs) -> PullResult:
@@ -125,7 +128,7 @@ class ModelManager:
                     first = next(iter(report.failures.items()))
                     raise IntegrityError(first[0], "verify", detail=first[1])
                 log.warning("%s failed verification (%s); fetching it again", spec.name, report.failures)
-                hit = self.puller.pull(spec, revision, upgrade=True, retries=retries)
+                hit = self.puller.pull(spec, revision, retries=retries)  # the pinned commit again
         self.store.touch(spec.repo_id)
         return LocalModel(spec, hit.commit, hit.snapshot, hit.files, hit)
 
@@ -237,6 +240,10 @@ class ModelManager:
                     self.store.drop_link(spec.repo_id, commit, path)
                 stamps.pop(path, None)
                 changed = True
+            except FileNotFoundError:  # `rm` / `prune` in another process removed it while we looked
+                report.failures[path] = f"{path}: exists check failed: removed while it was verified"
+                stamps.pop(path, None)
+                changed = True
         if full and not report.failures:
             report.functional = self.functional_check(spec, commit)
         report.ok = not report.failures
@@ -258,7 +265,8 @@ class ModelManager:
             raise IntegrityError(spec.name, "functional", detail=f"'Hello world' gave shape {vec.shape}, "
                                  f"finite={bool(np.all(np.isfinite(vec)))}")
         if spec.dims is not None and encoder.dims != spec.dims:
-            raise IntegrityError(spec.name, "functional (dims)", spec.dims, encoder.dims)
+            raise IntegrityError(spec.name, "functional (dims)", spec.dims, encoder.dims,
+                                 hint="Fix the spec's dims, or use the model it describes.")
         norm = float(np.linalg.norm(vec[0]))
         return {"dims": encoder.dims, "norm": round(norm, 4) if math.isfinite(norm) else None,
                 "fingerprint": encoder.fingerprint}
@@ -303,7 +311,11 @@ class ModelManager:
         ``embedding.keep_alive_s`` idle; ``mgr.pool.preload(names)`` warms them at start.
         """
         local = self.ensure(model, revision, retries=retries)
-        return self._encoder(local.spec, local.commit, local.path)
+        encoder = self._encoder(local.spec, local.commit, local.path)
+        if local.spec.dims is not None and encoder.dims != local.spec.dims:
+            raise IntegrityError(local.spec.name, "dims (registry vs model)", local.spec.dims, encoder.dims,
+                                 hint="Fix the spec's dims, or use the model it describes.")
+        return encoder
 
     # -- housekeeping -------------------------------------------------------------------
     def remove(self, model: str | ModelSpec) -> bool:

@@ -148,7 +148,7 @@ def spec_from_dict(data: Mapping) -> ModelSpec:
     if not isinstance(data, Mapping):
         raise ConfigError("model", f"a model entry must be a mapping, got {type(data).__name__}")
     known = set(ModelSpec.__dataclass_fields__) - {"extra"}
-    unknown = sorted(str(k) for k in data if k not in known)
+    unknown = sorted(str(k) or repr(k) for k in data if k not in known)
     if unknown:
         raise ConfigError(unknown[0], f"unknown model field; allowed: {', '.join(sorted(known))}")
     kwargs = {key: _check_field(key, data.get(key)) for key in ("name", "repo_id")}

@@ -49,9 +49,18 @@ def retry_after_of(exc: BaseException) -> float | None:
     if value is None:
         return None
     try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
+        seconds = float(value)
+    except ValueError:  # the other form RFC 9110 allows: an HTTP date
+        import email.utils
+        import time
+
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None  # unparseable: fall back to our own backoff
+    if seconds != seconds:  # NaN from a hostile or broken server: our own backoff
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ verify, and a new snapshot directory is assembled in staging and renamed into pl
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -38,6 +39,18 @@ def repo_folder(repo_id: str) -> str:
 
 def _is_commit(revision: str) -> bool:
     return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def remove_tree(path: Path, attempts: int = 5) -> bool:
+    """Delete a directory tree that a racing writer may still drop a last file into; retry
+    briefly, and say what is left (``modelcache prune`` removes leftover trash later)."""
+    for attempt in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return True
+        time.sleep(0.02 * (attempt + 1))
+    log.warning("could not delete %s completely; `modelcache prune` removes what is left", path)
+    return False
 
 
 @dataclass
@@ -129,7 +142,7 @@ class CacheStore:
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path, attempts=2)
 
     def partial_path(self, repo_id: str, blob_name: str) -> Path:
         """Where a download in progress lives; kept across processes so the next pull resumes."""
@@ -172,8 +185,12 @@ class CacheStore:
             try:
                 os.rename(tmp, snap)
                 return snap
-            except OSError:  # another writer published first: fill in what is missing below
+            except OSError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
+                # only "another writer published first" is fine (filled in below); anything else
+                # must not fall through to linking file by file into a half-made snapshot
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not snap.is_dir():
+                    raise
         for path, exp in files.items():
             link = snap / path
             if not os.path.lexists(link) or os.readlink(link) != self._target(path, exp.blob_name):
@@ -197,18 +214,28 @@ class CacheStore:
         snap = self.snapshot_dir(repo_id, commit)
         if not snap.is_dir():
             return {}
-        return {p.relative_to(snap).as_posix(): p for p in sorted(snap.rglob("*"))
-                if p.is_file() or p.is_symlink()}
+        try:
+            return {p.relative_to(snap).as_posix(): p for p in sorted(snap.rglob("*"))
+                    if p.is_file() or p.is_symlink()}
+        except FileNotFoundError:  # `rm` / `prune` in another process renamed the repo away as we listed it
+            return {}
 
     # -- quarantine -----------------------------------------------------------------------
     def quarantine(self, repo_id: str, path: Path, name: str) -> Path | None:
         """Move a bad file aside (never silently deleted). Returns where it went."""
         if self.read_only or not path.exists():
             return None
-        qdir = self.repo_dir(repo_id) / "quarantine"
-        qdir.mkdir(parents=True, exist_ok=True)
+        repo = self.repo_dir(repo_id)
+        qdir = repo / "quarantine"
         dest = qdir / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}-{name.replace('/', '_')}"
-        os.replace(path, dest)
+        # a file of the repo (a blob) is quarantined only while the repo is there: never re-create
+        # a repo that `rm` / `prune` just removed; a pull's own download may create it
+        inside = Path(os.path.realpath(path)).is_relative_to(os.path.realpath(repo))
+        try:
+            qdir.mkdir(parents=not inside, exist_ok=True)
+            os.replace(path, dest)
+        except FileNotFoundError:  # removed meanwhile: nothing left to keep aside
+            return None
         log.warning("quarantined %s of %s to %s", name, repo_id, dest)
         return dest
 
@@ -221,10 +248,19 @@ class CacheStore:
         return self.repo_dir(repo_id) / "modelcache.json"
 
     def read_meta(self, repo_id: str) -> dict:
+        path = self._meta_path(repo_id)
         try:
-            return json.loads(self._meta_path(repo_id).read_text("utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            meta = json.loads(path.read_text("utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
             return {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # advisory data (stamps, access times, pins): start again, but say so
+            log.warning("metadata %s is unreadable (%s); it is rebuilt, files will be re-hashed", path, exc)
+            return {}
+        if not isinstance(meta, dict):
+            log.warning("metadata %s is not a JSON object; it is rebuilt", path)
+            return {}
+        return meta
 
     def update_meta(self, repo_id: str, **changes) -> dict:
         """Merge ``changes`` into the repo's metadata; a no-op on a read-only cache."""
@@ -233,13 +269,18 @@ class CacheStore:
         if self.read_only or not self.repo_dir(repo_id).is_dir():
             return meta
         path = self._meta_path(repo_id)
-        tmp = path.with_name(f".modelcache.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+        # the temp file lives in the state dir, not in the repo: `rm` / `prune` in another process
+        # may rename the repo away at any moment, and a file written into it then would be left
+        # behind in the trash (measured in tests/reliability/test_r13_concurrent_rm.py)
+        tmp = self.state_dir / "tmp" / f"{repo_folder(repo_id)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), "utf-8")
             os.replace(tmp, path)
-        except OSError as exc:  # e.g. a read-only mount we did not detect
+        except OSError as exc:  # the repo was removed meanwhile, or a read-only mount we did not detect
             tmp.unlink(missing_ok=True)
-            log.debug("metadata for %s not written: %s", repo_id, exc)
+            expected = exc.errno in (errno.ENOENT, errno.EROFS, errno.EACCES, errno.EPERM)
+            log.log(logging.DEBUG if expected else logging.WARNING, "metadata for %s not written: %s", repo_id, exc)
         return meta
 
     def touch(self, repo_id: str) -> None:
@@ -268,8 +309,10 @@ class CacheStore:
         if not d.exists():
             return False
         with self.lock(repo_id):
+            if not d.exists():
+                return False  # another process removed it while we waited for the lock
             trash = self.state_dir / "trash" / f"{d.name}-{uuid.uuid4().hex[:6]}"
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.rename(d, trash)  # disappears at once for readers; then delete at leisure
-            shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
         return True

@@ -53,6 +53,8 @@ def fetch_to_part(repo_id: str, filename: str, commit: str, part: Path, *, endpo
                 fh.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                if expected_size is not None and have + received > expected_size:
+                    break  # longer than the Hub said: stop reading (never fill the disk); refused below
             fh.flush()
             os.fsync(fh.fileno())
     size = part.stat().st_size

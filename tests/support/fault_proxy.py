@@ -88,6 +88,8 @@ class FaultProxy:
         self.upstream_netloc = parts.netloc
         self.timeout = timeout
         self.requests: list[tuple[str, str, int]] = []
+        #: the request headers of each logged request, in the same order as ``requests``
+        self.headers: list[dict[str, str]] = []
         self.faults: list[Fault] = []
         self._down = False
         self.serve_ranges = True
@@ -169,6 +171,7 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.requests.clear()
+            self.headers.clear()
             self.bytes_sent = 0
             self.bytes_by_path.clear()
         self._down = False
@@ -191,9 +194,10 @@ class FaultProxy:
                     return fault
         return None
 
-    def _log(self, method: str, path: str, status: int) -> None:
+    def _log(self, method: str, path: str, status: int, headers: dict[str, str] | None = None) -> None:
         with self._lock:
             self.requests.append((method, path, status))
+            self.headers.append(dict(headers or {}))
 
     def _rewrite_location(self, location: str) -> str:
         parts = urlsplit(location)
@@ -245,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         body = f'{{"error": "{message}"}}'.encode()
-        self.proxy._log(self.command, self.path, status)
+        self.proxy._log(self.command, self.path, status, dict(self.headers))
         self.send_response_only(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -286,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             conn.close()
 
     def _start(self, status: int, reason: str, headers: list[tuple[str, str]], extra: dict[str, str]) -> None:
-        self.proxy._log(self.command, self.path, status)
+        self.proxy._log(self.command, self.path, status, dict(self.headers))
         self.send_response_only(status, reason)
         for name, value in headers:
             self.send_header(name, value)
