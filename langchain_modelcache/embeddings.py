@@ -12,12 +12,13 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from modelcache.fallback import OPTION_FIELDS, EmbeddingService
+from modelcache.fallback import EmbeddingService
+from modelcache.memory import ServiceHandle
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
-class ManagedEmbeddings(BaseModel, Embeddings):
+class ManagedEmbeddings(ServiceHandle, BaseModel, Embeddings):
     """Embeddings from a managed model, falling back (same space → bundled → keyword) when needed.
 
     Example:
@@ -77,19 +78,9 @@ class ManagedEmbeddings(BaseModel, Embeddings):
     config: str | None = None
     """A modelcache YAML config file for everything else. None: MODELCACHE_CONFIG."""
 
+    # service, active_tier, active_model, fingerprint, degraded and status() come from ServiceHandle
     _service: EmbeddingService | None = PrivateAttr(default=None)
     _service_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-
-    # -- the one handle -----------------------------------------------------------------
-    @property
-    def service(self) -> EmbeddingService:
-        """The fallback chain this object delegates to (created on first use)."""
-        if self._service is None:
-            with self._service_lock:
-                if self._service is None:
-                    options = {name: getattr(self, name) for name in OPTION_FIELDS}
-                    self._service = EmbeddingService.from_options(model=self.model_name, **options)
-        return self._service
 
     def _embed(self, texts: list[str], kind: str) -> list[list[float]]:
         return self.service.embed(texts, kind).tolist()
@@ -110,31 +101,6 @@ class ManagedEmbeddings(BaseModel, Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         """Like :meth:`embed_query`, computed in a worker thread."""
         return (await self.service.aembed([_one(text)], "query")).tolist()[0]
-
-    # -- what the chain is doing --------------------------------------------------------
-    @property
-    def active_tier(self) -> str | None:
-        """"preferred", "fallback:<model>", "bundled" or "keyword"; None before the first embed."""
-        return self._service.active_tier if self._service else None
-
-    @property
-    def active_model(self) -> str | None:
-        """The model giving vectors now; None before the first embed."""
-        return self._service.active_model if self._service else None
-
-    @property
-    def fingerprint(self) -> str | None:
-        """The embedding space of the vectors given now; None before the first embed."""
-        return self._service.fingerprint if self._service else None
-
-    @property
-    def degraded(self) -> bool:
-        """True in keyword mode or on a model outside the preferred model's space."""
-        return self._service.degraded if self._service else False
-
-    def status(self) -> dict[str, Any]:
-        """Every tier with ok / reason / last failure, the active one, and counters."""
-        return self.service.status()
 
 
 def _one(text: Any) -> str:

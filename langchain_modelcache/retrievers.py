@@ -10,7 +10,6 @@ degraded or the space changed (until :meth:`FallbackRetriever.reindex`), or both
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -20,22 +19,14 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, model_validator
 
-from modelcache.fallback import check_texts
-from modelcache.keyword import (
-    ID_KEY,
-    MemoryIndex,
-    ReindexReport,
-    add_memories,
-    choose_mode,
-    reindex_memories,
-    rrf,
-)
+from modelcache.keyword import ID_KEY, MemoryIndex
+from modelcache.memory import Hit, MemoryRetrieverMixin, MemoryRouter
 
 from .embeddings import ManagedEmbeddings
 
 
 
-class FallbackRetriever(BaseRetriever):
+class FallbackRetriever(MemoryRetrieverMixin, BaseRetriever):
     """Vector search while the vectors are valid, BM25 when they are not, hybrid on request.
 
     Example:
@@ -91,13 +82,12 @@ class FallbackRetriever(BaseRetriever):
             self.memory = MemoryIndex.load_or_new(self.persist_dir)
         return self
 
-    # -- writing ------------------------------------------------------------------------
-    def _persist(self) -> None:
-        if self.persist_store is not None:
-            self.persist_store()
-        if self.persist_dir is not None:
-            self.memory.persist(self.persist_dir)
+    # add_texts, delete, reindex and status come from MemoryRetrieverMixin (modelcache.memory)
+    def _router(self) -> MemoryRouter:
+        """The framework-free logic (modelcache.memory), over this retriever's current fields."""
+        return MemoryRouter(lambda: self.embeddings.service, self.memory, self.persist_dir, self.persist_store)
 
+    # -- writing ------------------------------------------------------------------------
     def _store_delete(self, ids: list[str]) -> None:
         if not ids:
             return
@@ -110,31 +100,8 @@ class FallbackRetriever(BaseRetriever):
                 except (ValueError, KeyError):
                     pass  # not in the store: nothing to delete
 
-    def _store_replace(self, ids: list[str], texts: list[str], metadatas: list[dict],
-                       known: list[str] | None = None) -> None:
-        """Put ``ids`` in the store exactly once: delete what may be there (``known``), then add."""
-        self._store_delete(ids if known is None else known)
+    def _store_insert(self, ids: list[str], texts: list[str], metadatas: list[dict]) -> None:
         self.vectorstore.add_texts(texts, metadatas=metadatas, ids=ids)
-
-    def add_texts(self, texts: list[str], metadatas: list[dict] | None = None,
-                  ids: list[str] | None = None) -> list[str]:
-        """Store memories in the vector store and the BM25 index; returns their ids.
-
-        The memory index records them first, so a crash half-way leaves them findable by BM25
-        and re-embedded by :meth:`reindex` (see :func:`modelcache.keyword.add_memories`). An
-        existing id is replaced, never stored twice.
-        """
-        texts = check_texts(texts)
-        ids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in texts]
-        metas = [dict(m or {}) for m in metadatas] if metadatas is not None else [{} for _ in texts]
-        if not (len(ids) == len(texts) == len(metas)):
-            raise ValueError("texts, metadatas and ids must have the same length")
-        if not texts:
-            return []
-        service = self.embeddings.service
-        add_memories(self.memory, ids, texts, metas, fingerprint=service.ensure_active,
-                     current=lambda: service.fingerprint, write=self._store_replace, persist=self._persist)
-        return ids
 
     def add_documents(self, documents: list[Document], ids: list[str] | None = None) -> list[str]:
         """:meth:`add_texts` for Documents (their ``id`` is used when ``ids`` is None)."""
@@ -142,76 +109,28 @@ class FallbackRetriever(BaseRetriever):
             ids = [d.id for d in documents]
         return self.add_texts([d.page_content for d in documents], [d.metadata for d in documents], ids)
 
-    def delete(self, ids: list[str]) -> None:
-        """Forget memories (store and index)."""
-        ids = list(ids)
-        self._store_delete(ids)
-        self.memory.delete(ids)
-        self._persist()
-
-    def reindex(self, batch_size: int = 64, progress: bool = True) -> ReindexReport:
-        """Re-embed every memory not in the active space (tqdm progress); resumable.
-
-        Tries the better tiers first (recovery), then replaces each stale memory in the store
-        batch by batch. Interrupted, it leaves every memory either done or still stale, never
-        lost nor stored twice; calling it again finishes (the checkpoint in ``persist_dir``
-        records the progress).
-        """
-        service = self.embeddings.service
-        service.try_recover()
-        checkpoint = self.persist_dir / "reindex_checkpoint.json" if self.persist_dir else None
-        return reindex_memories(self.memory, fingerprint=service.ensure_active, write=self._store_replace,
-                                checkpoint=checkpoint, persist=self._persist, batch_size=batch_size,
-                                progress=progress)
-
     # -- reading ------------------------------------------------------------------------
-    def _from_memory(self, hits: list[tuple[str, float]], how: str) -> list[Document]:
-        docs = []
-        for id_, score in hits:
-            rec = self.memory.get(id_)
-            if rec is not None:
-                docs.append(Document(id=id_, page_content=rec[0],
-                                     metadata=rec[1] | {"retrieved_by": how, "score": score}))
-        return docs
-
-    def _vector(self, vector: list[float], k: int) -> list[Document]:
+    def _vector(self, vector: list[float], k: int) -> list[tuple[str | None, Document]]:
         docs = self.vectorstore.similarity_search_by_vector(vector, k=k)
         out = []
         for doc in docs:
             doc_id = doc.id or doc.metadata.get(ID_KEY)
-            out.append(Document(id=doc_id, page_content=doc.page_content,
-                                metadata=dict(doc.metadata) | {"retrieved_by": "vector"}))
+            out.append((doc_id, Document(id=doc_id, page_content=doc.page_content,
+                                         metadata=dict(doc.metadata) | {"retrieved_by": "vector"})))
         return out
+
+    @staticmethod
+    def _document(hit: Hit) -> Document:
+        if hit.how == "vector":
+            return hit.native
+        return Document(id=hit.id, page_content=hit.text,
+                        metadata=hit.metadata | {"retrieved_by": hit.how, "score": hit.score})
 
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Document]:
         """The ``k`` best memories for ``query``; each carries ``metadata["retrieved_by"]``."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        k = k or self.k
-        requested = mode or self.mode
-        service = self.embeddings.service
-        if requested == "bm25":
-            return self._from_memory(self.memory.search(query, k), "bm25")
-        vectors, fp = service.encode([query], "query")
-        chosen = choose_mode(requested, degraded=service.degraded, active_fingerprint=fp, index=self.memory)
-        if chosen == "bm25":
-            return self._from_memory(self.memory.search(query, k), "bm25")
-        if chosen == "vector":
-            return self._vector(vectors[0].tolist(), k)
-        fetch = self.fetch_k or 4 * k
-        vec_docs = self._vector(vectors[0].tolist(), fetch)
-        by_id = {d.id: d for d in vec_docs}
-        bm25 = [i for i, _ in self.memory.search(query, fetch)]
-        fused = rrf([[d.id for d in vec_docs], bm25], k=self.rrf_k)[:k]
-        docs = []
-        for id_, score in fused:
-            rec = self.memory.get(id_)
-            if rec is not None:
-                docs.append(Document(id=id_, page_content=rec[0], metadata=rec[1] | {"retrieved_by": "hybrid",
-                                                                                        "score": score}))
-            elif id_ in by_id:
-                docs.append(by_id[id_])
-        return docs
+        hits = self._router().search(query, k or self.k, mode or self.mode, self._vector,
+                                     fetch_k=self.fetch_k, rrf_k=self.rrf_k)
+        return [self._document(h) for h in hits]
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
@@ -219,15 +138,6 @@ class FallbackRetriever(BaseRetriever):
 
     async def _aget_relevant_documents(self, query: str, *, run_manager: Any, **kwargs: Any) -> list[Document]:
         return await asyncio.to_thread(self.search, query, kwargs.get("k"), kwargs.get("mode"))
-
-    # -- introspection ------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        """The embeddings' chain status plus what the memory holds and what a query would use."""
-        service = self.embeddings.service
-        return {"embeddings": service.status(), "memories": len(self.memory),
-                "fingerprints": self.memory.fingerprints(),
-                "query_mode": choose_mode(self.mode, degraded=service.degraded,
-                                          active_fingerprint=service.fingerprint, index=self.memory)}
 
 
 __all__ = ["FallbackRetriever"]

@@ -9,17 +9,18 @@ texts at a time) and go to the model as one batch.
 from __future__ import annotations
 
 import threading
-from typing import Any, List, Literal, Optional
+from typing import List, Literal, Optional
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from modelcache.fallback import OPTION_FIELDS, EmbeddingService
+from modelcache.fallback import EmbeddingService
+from modelcache.memory import ServiceHandle
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
-class ManagedEmbedding(BaseEmbedding):
+class ManagedEmbedding(ServiceHandle, BaseEmbedding):
     """Embeddings from a managed model, falling back (same space → bundled → keyword) when needed.
 
     Example:
@@ -81,23 +82,13 @@ class ManagedEmbedding(BaseEmbedding):
     config: Optional[str] = None
     """A modelcache YAML config file for everything else. None: MODELCACHE_CONFIG."""
 
+    # service, active_tier, active_model, fingerprint, degraded and status() come from ServiceHandle
     _service: Optional[EmbeddingService] = PrivateAttr(default=None)
     _service_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
     def class_name(cls) -> str:
         return "ModelCacheManagedEmbedding"
-
-    # -- the one handle -----------------------------------------------------------------
-    @property
-    def service(self) -> EmbeddingService:
-        """The fallback chain this object delegates to (created on first use)."""
-        if self._service is None:
-            with self._service_lock:
-                if self._service is None:
-                    options = {name: getattr(self, name) for name in OPTION_FIELDS}
-                    self._service = EmbeddingService.from_options(model=self.model_name, **options)
-        return self._service
 
     def _embed(self, texts: List[str], kind: str) -> List[Embedding]:
         return self.service.embed(texts, kind).tolist()
@@ -123,31 +114,6 @@ class ManagedEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: List[str]) -> List[Embedding]:
         return await self._aembed(texts, "document")
-
-    # -- what the chain is doing --------------------------------------------------------
-    @property
-    def active_tier(self) -> Optional[str]:
-        """"preferred", "fallback:<model>", "bundled" or "keyword"; None before the first embed."""
-        return self._service.active_tier if self._service else None
-
-    @property
-    def active_model(self) -> Optional[str]:
-        """The model giving vectors now; None before the first embed."""
-        return self._service.active_model if self._service else None
-
-    @property
-    def fingerprint(self) -> Optional[str]:
-        """The embedding space of the vectors given now; None before the first embed."""
-        return self._service.fingerprint if self._service else None
-
-    @property
-    def degraded(self) -> bool:
-        """True in keyword mode or on a model outside the preferred model's space."""
-        return self._service.degraded if self._service else False
-
-    def status(self) -> dict[str, Any]:
-        """Every tier with ok / reason / last failure, the active one, and counters."""
-        return self.service.status()
 
 
 __all__ = ["ManagedEmbedding"]

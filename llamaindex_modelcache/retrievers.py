@@ -10,7 +10,6 @@ or both fused (reciprocal rank fusion) in ``hybrid`` mode.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -19,25 +18,15 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from modelcache.fallback import check_texts
-from modelcache.keyword import (
-    FINGERPRINT_KEY,
-    ID_KEY,
-    MemoryIndex,
-    Mode,
-    ReindexReport,
-    add_memories,
-    choose_mode,
-    reindex_memories,
-    rrf,
-)
+from modelcache.keyword import FINGERPRINT_KEY, ID_KEY, MemoryIndex, Mode
+from modelcache.memory import Hit, MemoryRetrieverMixin, MemoryRouter
 
 from .embeddings import ManagedEmbedding
 
 VECTOR_DIR = "vector_index"
 
 
-class FallbackRetriever(BaseRetriever):
+class FallbackRetriever(MemoryRetrieverMixin, BaseRetriever):
     """Vector search while the vectors are valid, BM25 when they are not, hybrid on request.
 
     Example:
@@ -89,15 +78,14 @@ class FallbackRetriever(BaseRetriever):
         index = load_index_from_storage(storage, embed_model=embed_model)
         return cls(index, embed_model=embed_model, persist_dir=persist_dir, **kwargs)
 
+    # add_texts, delete, reindex and status come from MemoryRetrieverMixin (modelcache.memory)
+    def _router(self) -> MemoryRouter:
+        """The framework-free logic (modelcache.memory), over this retriever's current attributes."""
+        return MemoryRouter(lambda: self.embed_model.service, self.memory, self.persist_dir, self.persist_store)
+
     # -- writing ------------------------------------------------------------------------
     def _persist_vector_index(self) -> None:
         self.index.storage_context.persist(persist_dir=str(self.persist_dir / VECTOR_DIR))
-
-    def _persist(self) -> None:
-        if self.persist_store is not None:
-            self.persist_store()
-        if self.persist_dir is not None:
-            self.memory.persist(self.persist_dir)
 
     @staticmethod
     def _node(id_: str, text: str, metadata: dict) -> TextNode:
@@ -106,7 +94,7 @@ class FallbackRetriever(BaseRetriever):
         return TextNode(id_=id_, text=text, metadata=metadata, excluded_embed_metadata_keys=keys,
                         excluded_llm_metadata_keys=[FINGERPRINT_KEY, ID_KEY])
 
-    def _index_delete(self, ids: List[str]) -> None:
+    def _store_delete(self, ids: List[str]) -> None:
         if not ids:
             return
         try:
@@ -119,114 +107,37 @@ class FallbackRetriever(BaseRetriever):
                     pass  # not in the index: nothing to delete
             self.index.storage_context.index_store.add_index_struct(self.index.index_struct)
 
-    def _store_replace(self, ids: List[str], texts: List[str], metadatas: List[dict],
-                       known: Optional[List[str]] = None) -> None:
-        """Put ``ids`` in the index exactly once: delete what may be there (``known``), then insert."""
-        self._index_delete(ids if known is None else known)
+    def _store_insert(self, ids: List[str], texts: List[str], metadatas: List[dict]) -> None:
         self.index.insert_nodes([self._node(i, t, m) for i, t, m in zip(ids, texts, metadatas)])
 
-    def add_texts(self, texts: List[str], metadatas: Optional[List[dict]] = None,
-                  ids: Optional[List[str]] = None) -> List[str]:
-        """Store memories in the vector index and the BM25 index; returns their ids.
-
-        The memory index records them first, so a crash half-way leaves them findable by BM25
-        and re-embedded by :meth:`reindex` (see :func:`modelcache.keyword.add_memories`). An
-        existing id is replaced, never stored twice.
-        """
-        texts = check_texts(texts)
-        ids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in texts]
-        metas = [dict(m or {}) for m in metadatas] if metadatas is not None else [{} for _ in texts]
-        if not (len(ids) == len(texts) == len(metas)):
-            raise ValueError("texts, metadatas and ids must have the same length")
-        if not texts:
-            return []
-        service = self.embed_model.service
-        add_memories(self.memory, ids, texts, metas, fingerprint=service.ensure_active,
-                     current=lambda: service.fingerprint, write=self._store_replace, persist=self._persist)
-        return ids
-
-    def delete(self, ids: List[str]) -> None:
-        """Forget memories (vector index and memory index)."""
-        ids = list(ids)
-        self._index_delete(ids)
-        self.memory.delete(ids)
-        self._persist()
-
-    def reindex(self, batch_size: int = 64, progress: bool = True) -> ReindexReport:
-        """Re-embed every memory not in the active space (tqdm progress); resumable.
-
-        Tries the better tiers first (recovery), then replaces each stale memory in the index
-        batch by batch. Interrupted, it leaves every memory either done or still stale, never
-        lost nor stored twice; calling it again finishes (the checkpoint in ``persist_dir``
-        records the progress).
-        """
-        service = self.embed_model.service
-        service.try_recover()
-        checkpoint = self.persist_dir / "reindex_checkpoint.json" if self.persist_dir else None
-        return reindex_memories(self.memory, fingerprint=service.ensure_active, write=self._store_replace,
-                                checkpoint=checkpoint, persist=self._persist, batch_size=batch_size,
-                                progress=progress)
-
     # -- reading ------------------------------------------------------------------------
-    def _from_memory(self, hits: List[tuple[str, float]], how: str) -> List[NodeWithScore]:
-        out = []
-        for id_, score in hits:
-            rec = self.memory.get(id_)
-            if rec is not None:
-                out.append(NodeWithScore(node=self._node(id_, rec[0], rec[1] | {"retrieved_by": how}), score=score))
-        return out
-
-    def _vector(self, query: str, vector: List[float], k: int) -> List[NodeWithScore]:
+    def _vector(self, query: str, vector: List[float], k: int) -> List[tuple[str, NodeWithScore]]:
         retriever = self.index.as_retriever(similarity_top_k=k)
         hits = retriever.retrieve(QueryBundle(query_str=query, embedding=vector))
         # copies: the nodes may be the docstore's own objects
-        return [NodeWithScore(node=h.node.model_copy(update={"metadata": dict(h.node.metadata)
-                                                             | {"retrieved_by": "vector"}}), score=h.score)
+        return [(h.node.node_id,
+                 NodeWithScore(node=h.node.model_copy(update={"metadata": dict(h.node.metadata)
+                                                              | {"retrieved_by": "vector"}}), score=h.score))
                 for h in hits]
+
+    def _node_with_score(self, hit: Hit) -> NodeWithScore:
+        if hit.how == "vector":
+            return hit.native
+        return NodeWithScore(node=self._node(hit.id, hit.text, hit.metadata | {"retrieved_by": hit.how}),
+                             score=hit.score)
 
     def search(self, query: str, k: Optional[int] = None, mode: Optional[str] = None) -> List[NodeWithScore]:
         """The ``k`` best memories for ``query``; each node carries ``metadata["retrieved_by"]``."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        k = k or self.similarity_top_k
-        requested = mode or self.mode
-        service = self.embed_model.service
-        if requested == "bm25":
-            return self._from_memory(self.memory.search(query, k), "bm25")
-        vectors, fp = service.encode([query], "query")
-        chosen = choose_mode(requested, degraded=service.degraded, active_fingerprint=fp, index=self.memory)
-        if chosen == "bm25":
-            return self._from_memory(self.memory.search(query, k), "bm25")
-        if chosen == "vector":
-            return self._vector(query, vectors[0].tolist(), k)
-        fetch = self.fetch_k or 4 * k
-        vec_hits = self._vector(query, vectors[0].tolist(), fetch)
-        by_id = {h.node.node_id: h for h in vec_hits}
-        bm25 = [i for i, _ in self.memory.search(query, fetch)]
-        out = []
-        for id_, score in rrf([[h.node.node_id for h in vec_hits], bm25], k=self.rrf_k)[:k]:
-            rec = self.memory.get(id_)
-            if rec is not None:
-                out.append(NodeWithScore(node=self._node(id_, rec[0], rec[1] | {"retrieved_by": "hybrid"}),
-                                         score=score))
-            elif id_ in by_id:
-                out.append(by_id[id_])
-        return out
+        hits = self._router().search(query, k or self.similarity_top_k, mode or self.mode,
+                                     lambda vector, n: self._vector(query, vector, n),
+                                     fetch_k=self.fetch_k, rrf_k=self.rrf_k)
+        return [self._node_with_score(h) for h in hits]
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         return self.search(query_bundle.query_str)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         return await asyncio.to_thread(self.search, query_bundle.query_str)
-
-    # -- introspection ------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        """The embeddings' chain status plus what the memory holds and what a query would use."""
-        service = self.embed_model.service
-        return {"embeddings": service.status(), "memories": len(self.memory),
-                "fingerprints": self.memory.fingerprints(),
-                "query_mode": choose_mode(self.mode, degraded=service.degraded,
-                                          active_fingerprint=service.fingerprint, index=self.memory)}
 
 
 __all__ = ["FallbackRetriever"]
