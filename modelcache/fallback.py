@@ -46,6 +46,7 @@ from .errors import ModelUnavailableError, OverloadedError
 from .keyword import HashedEncoder
 from .registry import ModelSpec, Registry, get_registry
 from .settings import Settings, load_settings
+from .texts import check_texts
 
 if TYPE_CHECKING:
     from .manager import ModelManager
@@ -90,33 +91,6 @@ def settings_from_options(config: str | Path | dict | Settings | None = None, *,
         model_cache={"directory": str(cache_dir)} if cache_dir is not None else None,
         download={"endpoints": list(endpoints)} if endpoints is not None else None,
     )
-
-
-def check_texts(texts: Any) -> list[str]:
-    """``texts`` as a list of str, or a TypeError that says what was wrong."""
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"texts must be a list of str, not a single {type(texts).__name__}; "
-                        "wrap one text in a list: [text]")
-    if not isinstance(texts, (list, tuple)):
-        raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-    try:
-        "".join(texts).encode("utf-8")
-    except UnicodeEncodeError:  # bad input, not a broken model: never let it move the chain
-        bad = next(i for i, t in enumerate(texts) if _lone_surrogate(t))
-        raise ValueError(f"texts[{bad}] is not valid Unicode (it holds a lone surrogate); "
-                         "decode your input with errors='replace'") from None
-    return list(texts)
-
-
-def _lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def dims_from_dir(path: Path) -> int | None:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .fallback import OPTION_FIELDS, EmbeddingService, check_texts
+from .fallback import OPTION_FIELDS, EmbeddingService
+from .texts import check_texts
 from .keyword import MemoryIndex, Mode, ReindexReport, add_memories, choose_mode, reindex_memories, rrf
 
 #: file name of the reindex checkpoint in ``persist_dir``

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, UnsafeFileError
+from ..texts import check_texts
 from .base import Kind
 
 log = logging.getLogger("modelcache")
@@ -66,22 +67,9 @@ class SentenceTransformerEncoder:
         sentence-transformers does); the first time that happens a WARNING is logged, once per
         loaded model.
         """
-        if isinstance(texts, (str, bytes)):
-            raise TypeError(f"texts must be a list of str, not a single {type(texts).__name__}; "
-                            "wrap one text in a list: [text]")
-        if not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
-        try:
-            "".join(texts).encode("utf-8")
-        except UnicodeEncodeError:
-            bad = next(i for i, t in enumerate(texts) if not _encodable(t))
-            raise ValueError(f"texts[{bad}] is not valid Unicode (it holds a lone surrogate); "
-                             "decode your input with errors='replace'") from None
         prompt = self.prompts.get(kind, "")
         inputs = [prompt + t for t in texts] if prompt else list(texts)
         limit = self.max_seq_length
@@ -118,11 +106,3 @@ def _word_prefix(text: str, cap: int) -> str:
         return text
     cut = max(text.rfind(" ", 0, cap), text.rfind("\n", 0, cap), text.rfind("\t", 0, cap))
     return text[:cut] if cut > 0 else text[:cap]
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
