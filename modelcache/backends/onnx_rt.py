@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelCacheError
+from ..texts import check_texts
 from .base import Kind
 from .torch_st import refuse_remote_code
 
@@ -205,9 +206,7 @@ class OnnxEncoder:
         Texts are tokenized once, then run in groups of similar token length (at most
         ``batch_size`` each) chosen by :func:`plan_groups` to waste little compute on padding.
         """
-        if isinstance(texts, (str, bytes)):
-            raise TypeError("texts must be a list of str; wrap one text in a list: [text]")
-        texts = list(texts)
+        texts = check_texts(texts)
         out = np.empty((len(texts), self.dims), dtype=np.float32)
         if not texts:
             return out
