@@ -25,3 +25,13 @@ def test_readme_example_runs_offline(block):
     proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bundled" in proc.stdout  # offline + empty cache: the chain's bundled tier answered
+
+
+def test_readme_config_block_is_a_valid_config(tmp_path):
+    from modelcache.settings import load_settings
+
+    block = re.findall(r"```yaml\n(.*?)```", README.read_text("utf-8"), flags=re.S)[0]
+    path = tmp_path / "modelcache.yaml"
+    path.write_text(block)
+    settings = load_settings(path)
+    assert settings.model_cache.max_size_gb == 20 and settings.fallback.strategy == "auto"
