@@ -53,6 +53,18 @@ def word_tokens(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # hashed-token vectors
 # ---------------------------------------------------------------------------------------------
+def _bm25s():
+    """Import bm25s (lazily: only when a memory index is searched) keeping its logger quiet:
+    bm25s sets its logger to DEBUG on import, which floods any app that configures logging."""
+    log_ = logging.getLogger("bm25s")
+    level = log_.level
+    import bm25s
+    import bm25s.stopwords  # noqa: F401
+
+    log_.setLevel(level or logging.WARNING)
+    return bm25s
+
+
 class HashedEncoder:
     """Deterministic hashed token features: the vectors of keyword (degraded) mode.
 
@@ -153,9 +165,7 @@ class MemoryIndex:
 
     def __init__(self, stopwords: Iterable[str] | None = None, k1: float = 1.5, b: float = 0.75):
         if stopwords is None:
-            from bm25s.stopwords import STOPWORDS_EN
-
-            stopwords = STOPWORDS_EN
+            stopwords = _bm25s().stopwords.STOPWORDS_EN
         self.stopwords = frozenset(stopwords)
         self.k1, self.b = k1, b
         self._records: dict[str, _Record] = {}
@@ -248,11 +258,7 @@ class MemoryIndex:
     # -- search -------------------------------------------------------------------------
     def _index(self):
         if self._bm25 is None:
-            bm25s_log = logging.getLogger("bm25s")
-            level = bm25s_log.level
-            import bm25s
-
-            bm25s_log.setLevel(level or logging.WARNING)  # bm25s sets its logger to DEBUG on import
+            bm25s = _bm25s()
 
             self._order = list(self._records)
             bm25 = bm25s.BM25(k1=self.k1, b=self.b)
