@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from modelcache.errors import ModelUnavailableError
