@@ -174,10 +174,8 @@ class Puller:
 
     def _check_known(self, spec: ModelSpec, commit: str, files: dict[str, FileExpectation]) -> None:
         """The Hub's hashes must agree with what we already know for sure."""
-        pinned = {}
-        for pin in self.lockfile.pins():
-            if pin.repo_id == spec.repo_id and pin.commit == commit:
-                pinned = pin.files
+        pin = self.lockfile.get(spec.repo_id, commit)
+        pinned = pin.files if pin else {}
         for path, exp in files.items():
             known = spec.known_sha256.get(path) or (pinned.get(path).sha256 if path in pinned else None)
             if known and exp.sha256 and known != exp.sha256:

@@ -49,10 +49,11 @@ class Lockfile:
         return data
 
     def get(self, repo_id: str, revision: str) -> Pin | None:
-        entry = self._load()["pins"].get(f"{repo_id}@{revision}")
+        pins = self._load()["pins"]
+        entry = pins.get(f"{repo_id}@{revision}")
         if entry is None:
             # a pin made for the commit itself also answers a request for that commit
-            for key, candidate in self._load()["pins"].items():
+            for key, candidate in pins.items():
                 if key.startswith(f"{repo_id}@") and candidate["commit"] == revision:
                     entry = candidate
                     break
