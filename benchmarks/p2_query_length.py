@@ -41,13 +41,14 @@ def closed_loop(call, queries: list[str], threads: int = 16, seconds: float = 3.
 
 
 def main() -> None:
-    from modelcache.batching import MicroBatcher
     from modelcache.manager import ModelManager
+    from modelcache.serving.batching import MicroBatcher
     from modelcache.settings import load_settings
 
     enc = ModelManager(load_settings()).load("bundled-mini")
     sets = {
-        "synthetic, near-uniform length": [f"where did I leave the thing number {i} yesterday evening?" for i in range(64)],
+        "synthetic, near-uniform length": [f"where did I leave the thing number {i} yesterday evening?"
+                                           for i in range(64)],
         "package summaries": [d.metadata["Summary"] for d in md.distributions() if d.metadata.get("Summary")][:160],
     }
     print("| queries | mean chars | direct q/s | batched q/s | ratio | batched p99 ms |\n|---|---|---|---|---|---|")

@@ -174,7 +174,7 @@ class Table:
 
 # ------------------------------------------------------------------------------------ parts
 def p1(table: Table, torch_enc, texts: list[str], settings, rounds: int = 3) -> None:
-    from modelcache.batching import MicroBatcher
+    from modelcache.serving.batching import MicroBatcher
 
     st = torch_enc.model
     emb = settings.embedding
@@ -200,7 +200,7 @@ def p1(table: Table, torch_enc, texts: list[str], settings, rounds: int = 3) -> 
 
 
 def p2(table: Table, encoders: dict, queries: list[str], settings, seconds: float) -> None:
-    from modelcache.batching import MicroBatcher
+    from modelcache.serving.batching import MicroBatcher
 
     emb = settings.embedding
     for backend, enc in encoders.items():
@@ -232,7 +232,7 @@ def p2_model(table: Table, queries: list[str], settings, seconds: float) -> None
     """The batcher alone, against an encoder with this machine's quiet-time cost structure
     (design notes: one query 12.5 ms, 16 queries 47 ms -> 10.2 ms + 2.3 ms per text, one
     model so calls are serialised, sleep-based so the shared machine's load cannot move it)."""
-    from modelcache.batching import MicroBatcher
+    from modelcache.serving.batching import MicroBatcher
 
     lock = threading.Lock()
 
@@ -387,7 +387,7 @@ def p8(table: Table, sentences: list[str]) -> None:
                 for i in range(n)]
     queries = sentences[::max(1, base // 200)][:200]
     try:
-        from modelcache.keyword import MemoryIndex
+        from modelcache.memory.index import MemoryIndex
     except ImportError:
         MemoryIndex = None
     if MemoryIndex is not None:
@@ -449,7 +449,7 @@ def main() -> int:
     started = time.perf_counter()
     load_start = load_avg()
 
-    from modelcache.backends.onnx_rt import load_encoder
+    from modelcache.backends.factory import load_encoder
     from modelcache.manager import ModelManager
     from modelcache.settings import load_settings
 

@@ -1,6 +1,6 @@
 """``FallbackRetriever``: agent memory over a LangChain vector store that survives model changes.
 
-Every memory goes to the user's vector store *and* to a BM25 :class:`~modelcache.keyword.MemoryIndex`
+Every memory goes to the user's vector store *and* to a BM25 :class:`~modelcache.memory.index.MemoryIndex`
 under the same id, stamped with the fingerprint of the space its vector was made in. A query
 uses vector search when the active embeddings are in that space, BM25 when the chain is
 degraded or the space changed (until :meth:`FallbackRetriever.reindex`), or both fused
@@ -19,11 +19,11 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, model_validator
 
-from modelcache.keyword import ID_KEY, MemoryIndex
-from modelcache.memory import Hit, MemoryRetrieverMixin, MemoryRouter
+from modelcache.memory.index import MemoryIndex
+from modelcache.memory.router import Hit, MemoryRetrieverMixin, MemoryRouter
+from modelcache.memory.sync import ID_KEY
 
 from .embeddings import ManagedEmbeddings
-
 
 
 class FallbackRetriever(MemoryRetrieverMixin, BaseRetriever):

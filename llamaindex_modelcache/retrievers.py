@@ -1,7 +1,7 @@
 """``FallbackRetriever``: agent memory over a LlamaIndex ``VectorStoreIndex`` that survives model changes.
 
 Every memory goes to the index (as a ``TextNode`` whose id is the memory id) *and* to a BM25
-:class:`~modelcache.keyword.MemoryIndex`, stamped with the fingerprint of the space its
+:class:`~modelcache.memory.index.MemoryIndex`, stamped with the fingerprint of the space its
 vector was made in. A query uses vector search when the active embeddings are in that space,
 BM25 when the chain is degraded or the space changed (until :meth:`FallbackRetriever.reindex`),
 or both fused (reciprocal rank fusion) in ``hybrid`` mode.
@@ -18,8 +18,9 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from modelcache.keyword import FINGERPRINT_KEY, ID_KEY, MemoryIndex, Mode
-from modelcache.memory import Hit, MemoryRetrieverMixin, MemoryRouter
+from modelcache.memory.index import FINGERPRINT_KEY, MemoryIndex
+from modelcache.memory.router import Hit, MemoryRetrieverMixin, MemoryRouter
+from modelcache.memory.sync import ID_KEY, Mode
 
 from .embeddings import ManagedEmbedding
 

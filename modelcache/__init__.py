@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from .errors import (
+from modelcache.errors import (
     ConfigError,
     DiskSpaceError,
     DownloadError,
@@ -18,17 +18,17 @@ from .errors import (
     UnknownModelError,
     UnsafeFileError,
 )
-from .registry import ModelSpec, get_registry, register
-from .settings import Settings, load_settings
+from modelcache.registry import ModelSpec, get_registry, register
+from modelcache.settings import Settings, load_settings
 
 logging.getLogger("modelcache").addHandler(logging.NullHandler())
 
-__version__ = "0.1.0"
+from modelcache._version import __version__  # noqa: E402
 
 
 def __getattr__(name: str):
     if name in ("ModelManager", "LocalModel", "VerifyReport"):
-        from . import manager
+        from modelcache import manager
 
         return getattr(manager, name)
     raise AttributeError(f"module 'modelcache' has no attribute {name!r}")
@@ -38,4 +38,5 @@ __all__ = [
     "ConfigError", "DiskSpaceError", "DownloadError", "IntegrityError", "ModelCacheError",
     "ModelUnavailableError", "OfflineError", "UnknownModelError", "UnsafeFileError", "ModelSpec",
     "get_registry", "register", "Settings", "load_settings", "ModelManager", "LocalModel", "VerifyReport",
+    "__version__",
 ]

@@ -1,3 +1,3 @@
-from .cli import main
+from modelcache.ops.cli import main
 
 main()

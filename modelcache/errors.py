@@ -6,12 +6,18 @@
     ├── OfflineError (ConnectionError)           network needed but offline / cold cache
     ├── DownloadError (ConnectionError)          every endpoint failed
     ├── DiskSpaceError (OSError)                 preflight: not enough free space
+    │   └── BudgetExceededError                  the cache budget cannot make room
     ├── IntegrityError (ValueError)              size / hash / format / functional check failed
+    │   └── BundleIntegrityError                 a bundle file differs from its manifest
+    ├── TruncatedBodyError (OSError)             a download ended short or long (retried)
     ├── UnsafeFileError (PermissionError)        pickle weights, remote code, path escapes
     ├── ReadOnlyCacheError (PermissionError)     a write was needed on a read-only cache
     ├── BackendUnavailableError (ImportError)    an optional extra is not installed
     ├── ModelUnavailableError (RuntimeError)     every fallback tier failed (strict mode)
-    └── OverloadedError (RuntimeError)           batcher queue full (back-pressure)
+    ├── MemoryDatabaseError (OSError)            the memory database cannot be opened or written
+    ├── BatcherClosedError (RuntimeError)        the batcher's model was switched or unloaded
+    ├── OverloadedError (RuntimeError)           batcher queue full (back-pressure)
+    └── OnnxUnsupportedError (ValueError)        the ONNX backend cannot run this model
 
 Every class also subclasses a builtin so ``except OSError`` style handlers keep working,
 carries structured attributes, and says what to do in its message.
@@ -76,19 +82,62 @@ class DiskSpaceError(ModelCacheError, OSError):
         )
 
 
+class BudgetExceededError(DiskSpaceError):
+    """A pull or the cache does not fit the budget and the policy cannot evict enough.
+
+    A :class:`~modelcache.errors.DiskSpaceError` (an ``OSError``): the budget is the disk space
+    the cache may use, so code that stops a pull on a full disk stops it here too.
+    """
+
+    def __init__(self, needed: int, current: int, limit: int | None, models: int, max_models: int | None,
+                 policy: str, reason: str, max_size_gb: float | None = None):
+        self.path = "model_cache.max_size_gb" if limit else "model_cache.max_models"
+        self.free = max(0, limit - current) if limit else 0
+        self.needed, self.current, self.limit = needed, current, limit
+        self.models, self.max_models, self.policy = models, max_models, policy
+        gb = max_size_gb if max_size_gb is not None else (limit or 0) / 1024**3
+        size = f"{current:,} bytes cached + {needed:,} needed" + (
+            f" > max_size_gb {gb:g} ({limit:,} bytes)" if limit else "")
+        count = f"; {models} models" + (f" (max_models {max_models})" if max_models else "")
+        ModelCacheError.__init__(
+            self, f"Cache budget exceeded: {size}{count}. {reason}. Run `modelcache prune --dry-run` to see what "
+            "could go, `modelcache rm MODEL` / `modelcache unpin MODEL`, or raise model_cache.max_size_gb / "
+            "max_models.")
+
+
 class IntegrityError(ModelCacheError, ValueError):
     #: what a file check that failed says to do (``hint`` replaces it for other checks)
     QUARANTINED = "The file was quarantined; `modelcache pull` fetches it again."
 
     def __init__(self, file: str, check: str, expected: object = None, actual: object = None,
                  detail: str = "", hint: str | None = None):
-        self.file, self.check, self.expected, self.actual = file, check, expected, actual
-        msg = f"{file}: {check} check failed"
+        self.file, self.check, self.expected, self.actual, self.detail = file, check, expected, actual, detail
+        reason = f"{check} check failed"
         if expected is not None or actual is not None:
-            msg += f" (expected {expected}, got {actual})"
+            reason += f" (expected {expected}, got {actual})"
         if detail:
-            msg += f": {detail}"
-        super().__init__(f"{msg}. {self.QUARANTINED if hint is None else hint}")
+            reason += f": {detail}"
+        #: what failed, without the file name and without the advice (for reports)
+        self.reason = reason
+        super().__init__(f"{file}: {reason}. {self.QUARANTINED if hint is None else hint}")
+
+
+class BundleIntegrityError(IntegrityError):
+    """A file of a bundle does not match its manifest (or what is already pinned): nothing was installed."""
+
+    HINT = "Nothing was installed: the bundle is corrupt or altered; export it again."
+
+    def __init__(self, file: str, check: str, expected: object = None, actual: object = None, detail: str = ""):
+        super().__init__(file, check, expected, actual, detail, hint=self.HINT)
+
+
+class TruncatedBodyError(ModelCacheError, OSError):
+    """A download ended short of (or past) the size the Hub listed; retried like a dropped connection."""
+
+    def __init__(self, file: str, expected: int, actual: int):
+        self.file, self.expected, self.actual = file, expected, actual
+        super().__init__(f"{file}: should be {expected} bytes (the Hub's listing), the server sent {actual}; "
+                         "the download resumes on the next try")
 
 
 class UnsafeFileError(ModelCacheError, PermissionError):
@@ -123,6 +172,18 @@ class ModelUnavailableError(ModelCacheError, RuntimeError):
         super().__init__(f"No embedding model available for {model!r} ({lines}).")
 
 
+class MemoryDatabaseError(ModelCacheError, OSError):
+    """The memory database cannot be opened or written (permissions, a locked or foreign file)."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"memory database {path}: {reason}")
+
+
+class BatcherClosedError(ModelCacheError, RuntimeError):
+    """The micro-batcher was closed (its model was switched or unloaded); no new request is accepted."""
+
+
 class OverloadedError(ModelCacheError, RuntimeError):
     def __init__(self, queue_size: int):
         self.queue_size = queue_size
@@ -130,3 +191,12 @@ class OverloadedError(ModelCacheError, RuntimeError):
             f"Embedding queue is full ({queue_size} pending requests). Retry later, or raise "
             "embedding.queue_size / batch_size."
         )
+
+
+class OnnxUnsupportedError(ModelCacheError, ValueError):
+    """The model has a part the ONNX backend does not run (``auto`` then uses torch)."""
+
+    def __init__(self, model: str, why: str):
+        self.model = model
+        super().__init__(f"{model}: the ONNX backend cannot run this model ({why}). "
+                         "Use embedding.backend: torch (or auto).")

@@ -8,23 +8,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import fingerprint as fp
-from . import metrics, outdated
-from .download import PullResult, Puller, select_files
-from .errors import IntegrityError, OfflineError, UnknownModelError
-from .integrity import FileExpectation, StatStamp, git_blob_sha1, sha256_file, verify_file
-from .lockfile import Lockfile, Pin
-from .pool import ModelPool
-from .registry import ModelSpec, Registry, get_registry
-from .settings import Settings, load_settings
-from .store import CacheStore
+from modelcache import metrics
+from modelcache.backends.base import ModelDir
+from modelcache.backends.pool import ModelPool
+from modelcache.cache import fingerprint as fp
+from modelcache.cache import history
+from modelcache.cache.integrity import (
+    FileExpectation,
+    StatStamp,
+    expectation_from_blob,
+    git_blob_sha1,
+    sha256_file,
+    verify_file,
+)
+from modelcache.cache.lockfile import Lockfile
+from modelcache.cache.publish import publish
+from modelcache.cache.store import CacheStore
+from modelcache.errors import IntegrityError, OfflineError, UnknownModelError
+from modelcache.hub.pull import Puller, PullResult, select_files
+from modelcache.registry import ModelSpec, Registry, get_registry
+from modelcache.settings import Settings, load_settings
 
 log = logging.getLogger("modelcache")
 
@@ -34,11 +44,10 @@ LFS_MIN_SIZE = 10 * 1024 * 1024
 
 
 @dataclass
-class LocalModel:
-    spec: ModelSpec
-    commit: str
-    path: Path
-    files: dict[str, FileExpectation]
+class LocalModel(ModelDir):
+    """A cached, verified model: the snapshot plus every file's expectation and how it got here."""
+
+    files: dict[str, FileExpectation] = field(default_factory=dict)
     pulled: PullResult | None = None
 
 
@@ -60,19 +69,6 @@ class VerifyReport:
         return {k: getattr(self, k) for k in ("model", "repo_id", "commit", "ok", "checked", "hashed",
                                               "failures", "quarantined", "functional", "bytes_hashed")} | {
             "seconds": round(self.seconds, 4)}
-
-
-def _expectation_from_blob(path: str, link: Path) -> FileExpectation:
-    """Offline, the HF layout itself names the expected hash: blob = sha256 (64) or git sha1 (40)."""
-    try:
-        blob = os.path.basename(os.readlink(link)) if link.is_symlink() else ""
-    except FileNotFoundError:  # removed by `rm` / `prune` in another process: checked as missing
-        blob = ""
-    if len(blob) == 64:
-        return FileExpectation(path, sha256=blob)
-    if len(blob) == 40:
-        return FileExpectation(path, blob_id=blob)
-    return FileExpectation(path)
 
 
 class ModelManager:
@@ -100,10 +96,13 @@ class ModelManager:
     def pull(self, model: str | ModelSpec | None = None, revision: str | None = None, **kwargs) -> PullResult:
         spec = self.spec(model)
         if spec.local_dir is not None and spec.source != "hub":
-            return self.install(spec, spec.local_dir).pulled
-        before = outdated.state_before_upgrade(self, spec, revision) if kwargs.get("upgrade") else None
+            pulled = self.install(spec, spec.local_dir).pulled
+            assert pulled is not None
+            return pulled
+        before = (history.state_before_upgrade(self.store, self.lockfile, spec, revision, self.fingerprint)
+                  if kwargs.get("upgrade") else None)
         result = self.puller.pull(spec, revision, **kwargs)
-        outdated.record_upgrade(self, spec, before, result)
+        history.record_upgrade(self.store, spec, before, result.commit, result.dry_run)
         if result.downloaded and not result.dry_run and kwargs.get("include") is None:
             self._functional_after_write(spec, result.commit, result.snapshot)
         return result
@@ -162,24 +161,17 @@ class ModelManager:
         manifest = "\n".join(f"{p}:{e.blob_name}" for p, e in sorted(files.items()))
         commit = hashlib.sha1(manifest.encode()).hexdigest()
         with self.store.lock(spec.repo_id), self.store.staging() as staging:
-            for path, exp in files.items():
-                if not self.store.blob_path(spec.repo_id, exp.blob_name).exists():
-                    tmp = staging / "copy" / path
-                    tmp.parent.mkdir(parents=True, exist_ok=True)
-                    with open(from_dir / path, "rb") as src, open(tmp, "wb") as dst:
-                        while chunk := src.read(8 * 1024 * 1024):
-                            dst.write(chunk)
-                    verify_file(tmp, exp)
-                    self.store.install_blob(spec.repo_id, tmp, exp.blob_name)
-            snapshot = self.store.publish_snapshot(spec.repo_id, commit, files, staging)
-        self.store.write_ref(spec.repo_id, spec.revision, commit)
-        self.lockfile.set(Pin(spec.repo_id, spec.revision, commit, files))
-        stamps = {p: list(StatStamp.of(self.store.blob_path(spec.repo_id, e.blob_name)).__dict__.values())
-                  for p, e in files.items()}  # every file was just verified: a warm verify need not re-hash
-        verified = self.store.read_meta(spec.repo_id).get("verified", {}) | {commit: stamps}
-        self.store.update_meta(spec.repo_id, downloaded_at=time.time(), source_endpoint=f"install:{from_dir}",
-                               size=sum(e.size or 0 for e in files.values()), revision=spec.revision,
-                               commit=commit, last_validated=time.time(), verified=verified)
+            copied = [p for p, e in files.items() if not self.store.blob_path(spec.repo_id, e.blob_name).exists()]
+            self.store.preflight(sum(files[p].size or 0 for p in copied), self.settings.download.disk_margin_mb)
+            for path in copied:
+                tmp = staging / "copy" / path
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(from_dir / path, tmp)
+                verify_file(tmp, files[path])
+                self.store.install_blob(spec.repo_id, tmp, files[path].blob_name)
+            snapshot = publish(self.store, self.lockfile, repo_id=spec.repo_id, revision=spec.revision,
+                               commit=commit, files=files, staging=staging, source=f"install:{from_dir}",
+                               verified=copied)
         result = PullResult(spec.repo_id, spec.revision, commit, snapshot, None, files,
                             downloaded=sorted(files), bytes_downloaded=sum(e.size or 0 for e in files.values()),
                             seconds=time.perf_counter() - t0, requests_made=False)
@@ -195,16 +187,16 @@ class ModelManager:
         t0 = time.perf_counter()
         spec = self.spec(model)
         revision = revision or spec.revision
-        pin = self.lockfile.get(spec.repo_id, revision)
-        commit = pin.commit if pin else self.store.resolve(spec.repo_id, revision)
+        locked = self.lockfile.get(spec.repo_id, revision)
+        commit = locked.commit if locked else self.store.resolve(spec.repo_id, revision)
         report = VerifyReport(spec.name, spec.repo_id, commit, ok=False)
         if not commit:
             report.failures["*"] = "not in the cache"
             return report
         on_disk = self.store.snapshot_files(spec.repo_id, commit)
-        expected = dict(pin.files) if pin else {}
+        expected = dict(locked.files) if locked else {}
         for path, link in on_disk.items():
-            expected.setdefault(path, _expectation_from_blob(path, link))
+            expected.setdefault(path, expectation_from_blob(path, link))
         for path, known in spec.known_sha256.items():
             if path in expected:
                 e = expected[path]
@@ -220,8 +212,8 @@ class ModelManager:
                 target = link.resolve()
                 stamp = stamps.get(path)
                 trusted = (not full and fresh and stamp is not None and target.exists()
-                           and list(StatStamp.of(target).__dict__.values()) == stamp)
-                if trusted:
+                           and StatStamp.of(target).as_list() == stamp)
+                if trusted and stamp is not None:
                     if exp.size is not None and stamp[0] != exp.size:
                         raise IntegrityError(path, "size", exp.size, stamp[0])
                     continue
@@ -229,12 +221,11 @@ class ModelManager:
                     report.hashed.append(path)
                     report.bytes_hashed += target.stat().st_size
                 verify_file(target, exp)
-                st = StatStamp.of(target)
-                stamps[path] = [st.size, st.mtime_ns, st.ino]
+                stamps[path] = StatStamp.of(target).as_list()
                 changed = True
             except IntegrityError as err:
                 metrics.record_validation_failure(err.check)
-                report.failures[path] = str(err).split(". The file was")[0].removeprefix(f"{path}: ")
+                report.failures[path] = err.reason
                 if link.exists() and self.store.quarantine(spec.repo_id, link.resolve(), path):
                     report.quarantined.append(path)
                     self.store.drop_link(spec.repo_id, commit, path)
@@ -272,19 +263,32 @@ class ModelManager:
                 "fingerprint": encoder.fingerprint}
 
     def _functional_after_write(self, spec: ModelSpec, commit: str, snapshot: Path) -> None:
+        """Load and embed "Hello world" once the files are in; recorded in the repo's metadata
+        (``meta["functional"][commit]``), which ``modelcache pull`` reports."""
         if not (snapshot / "modules.json").exists() and not (snapshot / "config.json").exists():
             return  # not a model (any-file pull): nothing to embed with
+        import importlib.util
+
+        from modelcache.backends.onnx.export import onnx_available
+
+        if importlib.util.find_spec("sentence_transformers") is None and not onnx_available():
+            # a core-only install (e.g. pre-downloading in a slim Docker build stage): sizes,
+            # hashes and formats are verified; the load + embed needs a backend extra
+            note = ('no backend extra installed (modelcache[torch] or modelcache[onnx]): the functional '
+                    '"Hello world" check runs at first load')
+            log.info("%s@%s: %s", spec.name, commit[:12], note)
+            self.store.update_meta(spec.repo_id, functional={commit: {"deferred": note, "at": time.time()}})
+            return
         result = self.functional_check(spec, commit)
         self.store.update_meta(spec.repo_id, functional={commit: result | {"at": time.time()}})
 
     # -- loading ------------------------------------------------------------------------
     def fingerprint(self, spec: ModelSpec, path: Path, dims: int | None = None) -> str:
-        return fp.compute(path, dims=dims or spec.dims, normalize=spec.normalize,
-                          query_prompt=spec.query_prompt, document_prompt=spec.document_prompt)
+        return fp.for_spec(spec, path, dims)
 
     def _encoder(self, spec: ModelSpec, commit: str, path: Path):
         """The pooled encoder for one snapshot (loaded once; LRU / idle unload by the pool)."""
-        from .backends.onnx_rt import load_encoder
+        from modelcache.backends.factory import load_encoder
 
         emb = self.settings.embedding
         quantize = emb.quantize
@@ -306,7 +310,7 @@ class ModelManager:
              retries: int | None = None):
         """An :class:`~modelcache.backends.Encoder` for the model (pulled and verified if needed).
 
-        Encoders live in ``self.pool`` (:class:`~modelcache.pool.ModelPool`): loaded once,
+        Encoders live in ``self.pool`` (:class:`~modelcache.backends.pool.ModelPool`): loaded once,
         shared, evicted LRU under ``embedding.max_loaded_models``, unloaded after
         ``embedding.keep_alive_s`` idle; ``mgr.pool.preload(names)`` warms them at start.
         """
@@ -327,12 +331,13 @@ class ModelManager:
     def info(self, model: str | ModelSpec) -> dict:
         spec = self.spec(model)
         out = {"spec": spec.to_dict(), "cached": False}
-        pin = self.lockfile.get(spec.repo_id, spec.revision)
-        commit = pin.commit if pin else self.store.resolve(spec.repo_id, spec.revision)
+        locked = self.lockfile.get(spec.repo_id, spec.revision)
+        commit = locked.commit if locked else self.store.resolve(spec.repo_id, spec.revision)
         if commit:
             snap = self.store.snapshot_dir(spec.repo_id, commit)
             out.update(cached=snap.is_dir(), commit=commit, snapshot=str(snap),
-                       pinned=pin is not None, files={p: e.to_dict() for p, e in (pin.files if pin else {}).items()},
+                       locked=locked is not None, pinned=bool(self.store.read_meta(spec.repo_id).get("pinned")),
+                       files={p: e.to_dict() for p, e in (locked.files if locked else {}).items()},
                        meta={k: v for k, v in self.store.read_meta(spec.repo_id).items() if k != "verified"})
             if snap.is_dir():
                 out["fingerprint"] = self.fingerprint(spec, snap)

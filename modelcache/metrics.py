@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import BackendUnavailableError
+from modelcache.errors import BackendUnavailableError
 
 log = logging.getLogger("modelcache")
 
@@ -45,6 +44,10 @@ def resident_memory_bytes() -> float:
         with open("/proc/self/statm") as fh:
             return float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
     except (OSError, ValueError, IndexError):
+        try:
+            import resource  # POSIX only: imported here so that this module imports on Windows
+        except ImportError:
+            return 0.0  # Windows: neither /proc nor getrusage
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return float(peak if os.uname().sysname == "Darwin" else peak * 1024)
 
@@ -85,7 +88,7 @@ class Metrics:
 
     # -- the lifecycle --------------------------------------------------------------------
     def observe_pull(self, result: Any) -> None:
-        """A :class:`~modelcache.download.PullResult`; cache hits and dry runs count nothing."""
+        """A :class:`~modelcache.hub.pull.PullResult`; cache hits and dry runs count nothing."""
         if getattr(result, "dry_run", False) or not getattr(result, "requests_made", True):
             return
         repo = result.repo_id
@@ -96,7 +99,7 @@ class Metrics:
             self.observe_retries(repo, stats)
 
     def observe_retries(self, repo_id: str, stats: Any) -> None:
-        """Retries and 429s from a :class:`~modelcache.retry.RetryStats`."""
+        """Retries and 429s from a :class:`~modelcache.hub.retry.RetryStats`."""
         if stats.retries:
             self.download_retries.labels(repo_id).inc(stats.retries)
         if stats.rate_limited:
@@ -127,10 +130,6 @@ class Metrics:
 
     def set_degraded(self, degraded: bool) -> None:
         self.degraded.set(1 if degraded else 0)
-
-    def set_cache(self, size_bytes: int, models: int) -> None:
-        self.cache_size.set(size_bytes)
-        self.cache_models.set(models)
 
     # -- live values at scrape time -------------------------------------------------------
     def bind_cache(self, store: Any) -> None:

@@ -11,14 +11,15 @@ import math
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from .errors import ConfigError, UnknownModelError, UnsafeFileError
-from .integrity import safe_relpath
+from modelcache._util import safe_relpath
+from modelcache.errors import ConfigError, UnknownModelError, UnsafeFileError
 
 #: Files fetched for an embedding model unless a spec says otherwise.
 DEFAULT_INCLUDE = (
@@ -55,7 +56,6 @@ class ModelSpec:
     source: str = "hub"
     default: bool = False
     custom: bool = False
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def known_sha256(self) -> dict[str, str]:
@@ -147,11 +147,11 @@ def spec_from_dict(data: Mapping) -> ModelSpec:
     """Build a spec from a mapping, with errors that name the bad key (:class:`ConfigError`)."""
     if not isinstance(data, Mapping):
         raise ConfigError("model", f"a model entry must be a mapping, got {type(data).__name__}")
-    known = set(ModelSpec.__dataclass_fields__) - {"extra"}
+    known = set(ModelSpec.__dataclass_fields__)
     unknown = sorted(str(k) or repr(k) for k in data if k not in known)
     if unknown:
         raise ConfigError(unknown[0], f"unknown model field; allowed: {', '.join(sorted(known))}")
-    kwargs = {key: _check_field(key, data.get(key)) for key in ("name", "repo_id")}
+    kwargs: dict[str, Any] = {key: _check_field(key, data.get(key)) for key in ("name", "repo_id")}
     kwargs.update({key: _check_field(key, value) for key, value in data.items() if key not in kwargs})
     return ModelSpec(**kwargs)
 

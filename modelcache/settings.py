@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from .errors import ConfigError
+from modelcache.errors import ConfigError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on"}
@@ -167,7 +167,7 @@ def _env_data(env: dict[str, str]) -> dict:
 
 def _allowed_keys(loc: tuple) -> list[str] | None:
     """The keys the section at ``loc`` accepts (for 'unknown key' errors)."""
-    model = Settings
+    model: type[BaseModel] = Settings
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None

@@ -1,5 +1,5 @@
 """Embedding backends behind one protocol. Importing this package imports no torch."""
 
-from .base import Encoder, Kind
+from modelcache.backends.base import Encoder, Kind
 
 __all__ = ["Encoder", "Kind"]

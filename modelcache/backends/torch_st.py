@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, UnsafeFileError
-from ..texts import check_texts
-from .base import Kind
+from modelcache.backends.base import Kind
+from modelcache.errors import BackendUnavailableError, UnsafeFileError
+from modelcache.texts import check_texts
 
 log = logging.getLogger("modelcache")
 
@@ -43,7 +43,7 @@ class SentenceTransformerEncoder:
             self.model.max_seq_length = min(self.model.max_seq_length or max_seq_length, max_seq_length)
         self.name = name
         self.fingerprint = fingerprint
-        self.dims = int(self.model.get_embedding_dimension())
+        self.dims = int(self.model.get_embedding_dimension() or 0)
         self.prompts = {"query": query_prompt, "document": document_prompt}
         self.normalize = normalize
         self.batch_size = batch_size
@@ -51,11 +51,7 @@ class SentenceTransformerEncoder:
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        tok = self.model.tokenizer
-        return [len(ids) for ids in tok(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+        return int(self.model.max_seq_length or 0)
 
     def encode(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
         """float32 ``(len(texts), dims)``.

@@ -29,7 +29,7 @@ def test_list_pull_info_rm(hub):
     pulled = json.loads(mc("pull", TINY_REPO, "--endpoint", hub.endpoint, "--json").stdout)
     assert pulled["ok"] and pulled["commit"] == hub.repos[TINY_REPO].resolve("main")
     info = json.loads(mc("info", TINY_REPO, "--json").stdout)
-    assert info["cached"] and info["pinned"] and info["fingerprint"].startswith("mc1-")
+    assert info["cached"] and info["locked"] and info["fingerprint"].startswith("mc1-")
     assert mc("verify", "--json").returncode == 0
 
     removed = mc("rm", TINY_REPO, "--json")

@@ -22,10 +22,11 @@ from langchain_modelcache import FallbackRetriever as LCRetriever
 from langchain_modelcache import ManagedEmbeddings
 from llamaindex_modelcache import FallbackRetriever as LIRetriever
 from llamaindex_modelcache import ManagedEmbedding
+from modelcache.backends.hashed import HashedEncoder
 from modelcache.errors import ModelUnavailableError
-from modelcache.fallback import EmbeddingService
-from modelcache.keyword import FINGERPRINT_KEY, HashedEncoder
 from modelcache.manager import ModelManager
+from modelcache.memory.index import FINGERPRINT_KEY
+from modelcache.serving.service import EmbeddingService
 from modelcache.settings import load_settings
 from tests.support.fault_proxy import FaultProxy
 from tests.support.hub import MINILM_REPO, TINY_REPO, LocalHub

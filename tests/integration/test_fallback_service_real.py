@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from modelcache.backends.modelfiles import dims_from_dir
 from modelcache.errors import ModelUnavailableError
-from modelcache.fallback import EmbeddingService, bundled_installed, dims_from_dir
 from modelcache.manager import ModelManager
 from modelcache.registry import Registry, spec_from_dict
+from modelcache.serving.service import EmbeddingService
+from modelcache.serving.tiers import bundled_installed
 from modelcache.settings import load_settings
 
 DEAD = "http://127.0.0.1:9"

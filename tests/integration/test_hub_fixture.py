@@ -96,7 +96,8 @@ def test_download_returns_real_lfs_bytes(hub: LocalHub, tmp_path: Path) -> None:
 def test_snapshot_at_tag_is_a_loadable_model(hub: LocalHub, tmp_path: Path, tiny_model_dir: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    folder = snapshot_download(TINY_REPO, revision="v1.0", endpoint=hub.endpoint, cache_dir=tmp_path, etag_timeout=TIMEOUT)
+    folder = snapshot_download(TINY_REPO, revision="v1.0", endpoint=hub.endpoint, cache_dir=tmp_path,
+                               etag_timeout=TIMEOUT)
     assert Path(folder).name == hub.repos[TINY_REPO].resolve("v1.0")
     assert sha256_of(Path(folder) / WEIGHTS) == sha256_of(tiny_model_dir / WEIGHTS)
     assert SentenceTransformer(folder, device="cpu").encode(["Hello world"]).shape == (1, 32)

@@ -132,7 +132,7 @@ def test_two_registries_do_not_clash() -> None:
 
 
 def _core_is_wired() -> bool:
-    return "metrics.observe_pull" in (ROOT / "modelcache" / "download.py").read_text()
+    return "metrics.observe_pull" in (ROOT / "modelcache" / "hub" / "pull.py").read_text()
 
 
 @pytest.mark.skipif(not _core_is_wired(), reason="download.py does not call the metrics hooks yet")

@@ -3,20 +3,22 @@
 Each notebook is executed with nbclient (kernel ``python3``: this interpreter) from a temp
 copy, a fresh temp dir as working directory, 300 s per cell. ``operations.ipynb`` gets
 ``MODELCACHE_ENDPOINTS`` = the local test Hub, so it pulls from 127.0.0.1; the others run
-with no network at all. Key outputs are found by cell tag (see ``notebooks/_build.py``).
+with no network at all. Key outputs are found by cell tag (the ``# %% tags=[...]`` lines
+of the notebooks' sources, ``notebooks/NAME.py``).
 
-The committed notebooks are checked too (no kernel): generated from the current
-``_build.py`` cells, every code cell executed, no error, no machine-specific path.
+The committed notebooks are checked too (no kernel): their cells are those of the current
+percent source ``notebooks/NAME.py`` (read with jupytext), every code cell executed, no
+error, no machine-specific path.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -28,13 +30,8 @@ NOTEBOOKS = ROOT / "notebooks"
 CELL_TIMEOUT_S = 300
 
 log = logging.getLogger(__name__)
-
-
-def _load_build():
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# the notebooks' jupytext percent sources: every notebooks/*.py but _build.py
+SOURCES = sorted(p.name for p in NOTEBOOKS.glob("*.py") if not p.name.startswith("_"))
 
 
 def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> nbformat.NotebookNode:
@@ -140,15 +137,24 @@ def test_operations_without_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 # -- the committed notebooks ---------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(_load_build().NOTEBOOKS))
-def test_committed_notebook_is_built_and_executed(name: str) -> None:
-    """Same cells as ``_build.py`` (rebuild after editing it), outputs saved, nothing machine-specific."""
-    build = _load_build()
+def test_every_notebook_has_a_source() -> None:
+    assert SOURCES, "no percent source in notebooks/"
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == [Path(s).stem for s in SOURCES]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_committed_notebook_is_built_and_executed(source: str) -> None:
+    """Same cells as its percent source (rebuild after editing it), outputs saved, nothing machine-specific."""
+    name = Path(source).with_suffix(".ipynb").name
     committed = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(committed)
-    expected = build.build(build.NOTEBOOKS[name])
-    assert [c.source for c in committed.cells] == [c.source for c in expected.cells], (
-        f"{name} is out of date: run .venv/bin/python notebooks/_build.py {name.split('.')[0]}")
+    expected = jupytext.read(NOTEBOOKS / source, fmt="py:percent")
+
+    def cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
+        return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
+
+    assert cells(committed) == cells(expected), (
+        f"{name} is out of date with {source}: run .venv/bin/python notebooks/_build.py {Path(source).stem}")
     for cell in committed.cells:
         if cell.cell_type != "code":
             continue

@@ -18,8 +18,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
-from modelcache.backends import onnx_rt  # noqa: E402
-from modelcache.backends.onnx_rt import OnnxEncoder, OnnxExportCache, load_encoder, plan_groups  # noqa: E402
+from modelcache.backends.factory import load_encoder  # noqa: E402
+from modelcache.backends.onnx import export as onnx_export  # noqa: E402
+from modelcache.backends.onnx.encoder import OnnxEncoder, plan_groups
+from modelcache.backends.onnx.export import OnnxExportCache
 from modelcache.manager import LocalModel, ModelManager  # noqa: E402
 from modelcache.settings import load_settings  # noqa: E402
 
@@ -65,13 +67,13 @@ def assert_parity(torch_enc, onnx_enc) -> None:
 def counted_exports(monkeypatch):
     """Count real exports (still performing them)."""
     calls: list[Path] = []
-    real = onnx_rt.export_onnx
+    real = onnx_export.export_onnx
 
     def counting(model_dir, dest, *args, **kwargs):
         calls.append(Path(dest))
         return real(model_dir, dest, *args, **kwargs)
 
-    monkeypatch.setattr(onnx_rt, "export_onnx", counting)
+    monkeypatch.setattr(onnx_export, "export_onnx", counting)
     return calls
 
 
@@ -93,7 +95,7 @@ def test_export_cache_reused_verified_and_reexported_when_tampered(tiny_model_di
     path = export_dir(mgr) / enc.fingerprint / "model.onnx"
     assert enc.onnx_path == path and path.is_file()
     meta = json.loads((path.parent / "meta.json").read_text())
-    assert meta["sha256"] == onnx_rt.sha256_path(path) and meta["size"] == path.stat().st_size
+    assert meta["sha256"] == onnx_export.sha256_path(path) and meta["size"] == path.stat().st_size
     assert not list(path.parent.glob(".build-*"))  # no temp left behind
 
     # a new manager (fresh pool) reuses the export
@@ -107,7 +109,7 @@ def test_export_cache_reused_verified_and_reexported_when_tampered(tiny_model_di
     path.write_bytes(bytes(data))
     fresh = manager("onnx").load(str(tiny_model_dir))
     assert len(counted_exports) == 2
-    assert onnx_rt.sha256_path(path) == json.loads((path.parent / "meta.json").read_text())["sha256"]
+    assert onnx_export.sha256_path(path) == json.loads((path.parent / "meta.json").read_text())["sha256"]
     np.testing.assert_allclose(fresh.encode(TEXTS), enc.encode(TEXTS), atol=1e-6)
 
 
@@ -166,7 +168,7 @@ def test_repo_own_onnx_file_is_used(tiny_model_dir, tmp_path, monkeypatch):
     def no_export(*args, **kwargs):
         raise AssertionError("must not export when the repo ships onnx/model.onnx")
 
-    monkeypatch.setattr(onnx_rt, "export_onnx", no_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", no_export)
     # the cache's default download filter skips onnx/*, so hand the directory over as it is
     mgr = manager("onnx")
     local = LocalModel(mgr.spec(str(repo)), "0" * 40, repo, {})
@@ -187,7 +189,7 @@ def test_auto_backend_and_pool(tiny_model_dir):
 
 
 def test_auto_uses_torch_when_no_onnx_file_and_no_exporter(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(onnx_rt, "_export_possible", lambda: False)
+    monkeypatch.setattr(onnx_export, "export_possible", lambda: False)
     mgr = manager("auto")
     enc = load_encoder(mgr.ensure(str(tiny_model_dir)), mgr.settings)
     assert enc.backend == "torch"
@@ -207,11 +209,11 @@ def test_onnx_path_imports_no_torch(tiny_model_dir, isolated_env):
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        import modelcache, modelcache.manager, modelcache.pool, modelcache.batching
-        from modelcache.backends import onnx_rt
+        import modelcache, modelcache.manager, modelcache.backends.pool, modelcache.serving.batching
+        from modelcache.backends.onnx import export as onnx_export
         from modelcache.manager import ModelManager
-        from modelcache.pool import ModelPool
-        from modelcache.batching import MicroBatcher
+        from modelcache.backends.pool import ModelPool
+        from modelcache.serving.batching import MicroBatcher
         from modelcache.settings import load_settings
         ModelPool(); MicroBatcher(lambda texts, kind: None)
         assert "torch" not in sys.modules, "import or construction imported torch"

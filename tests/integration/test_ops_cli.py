@@ -1,4 +1,4 @@
-"""The operations commands end to end against the local test Hub (``modelcache.cli_ops``).
+"""The operations commands end to end against the local test Hub (``modelcache.ops.cli.operations``).
 
 export/import (also hostile bundles), prune/pin/unpin, doctor, status, outdated, embed,
 config show, any-file pulls, and the shell recipes of docs/operations.md.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from modelcache.cli import app
+from modelcache.ops.cli.common import app
 from tests.support.fault_proxy import FaultProxy
 from tests.support.hub import TINY_REPO, HubRepo, LocalHub, files_from_dir
 
@@ -103,7 +103,7 @@ def test_export_then_import_into_an_empty_cache_with_no_network(
         if a.is_symlink():
             assert os.readlink(a) == os.readlink(b)
     info = run("info", TINY_REPO)
-    assert info["pinned"] and info["meta"]["source_endpoint"] == "bundle:tiny.tar.gz"
+    assert info["locked"] and info["meta"]["source_endpoint"] == "bundle:tiny.tar.gz"
 
 
 def test_export_needs_a_cached_model(online: LocalHub) -> None:
@@ -238,7 +238,7 @@ def test_any_file_pull_verify_export_import(online: LocalHub, tmp_path: Path, mo
     cache = use_cache(monkeypatch, tmp_path / "b")
     monkeypatch.setenv("MODELCACHE_OFFLINE", "1")
     imported = run("import", str(bundle))
-    assert imported["functional"] is None and imported["pinned"] is False  # not a model: nothing to embed
+    assert imported["functional"] is None and imported["locked"] is False  # not a model: nothing to embed
     snap = cache / f"models--{repo.repo_id.replace('/', '--')}" / "snapshots" / pulled["commit"]
     assert (snap / "model.Q4_K_M.gguf").read_bytes() == gguf
     assert os.readlink(snap / "model.Q4_K_M.gguf").endswith(sha256(gguf))
@@ -277,7 +277,7 @@ def test_prune_pin_unpin(online: LocalHub, tiny_model_dir: Path, tmp_path: Path,
 
 
 def _budget_is_wired() -> bool:
-    return "ensure_room" in (ROOT / "modelcache" / "download.py").read_text()
+    return "ensure_room" in (ROOT / "modelcache" / "hub" / "pull.py").read_text()
 
 
 @pytest.mark.skipif(not _budget_is_wired(), reason="download.py does not call budget.ensure_room yet")
@@ -388,8 +388,7 @@ def test_status_with_the_bundled_model_is_ok(tmp_path: Path, monkeypatch: pytest
 def test_outdated_reports_and_upgrade_records_the_old_fingerprint(
         online: LocalHub, tiny_model_dir: Path, tiny_model_dir_v2: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelcache import outdated as od
-    from modelcache.cli import _manager
+    from modelcache.ops.cli.common import _manager
 
     use_cache(monkeypatch, tmp_path / "cache")
     repo = new_repo(online, "moving", files_from_dir(tiny_model_dir))
@@ -400,17 +399,14 @@ def test_outdated_reports_and_upgrade_records_the_old_fingerprint(
 
     second = repo.commit(files_from_dir(tiny_model_dir_v2), "new weights")
     out = run("outdated", "--check", code=1)
-    assert [(e["repo_id"], e["pinned_commit"], e["remote_commit"]) for e in out["outdated"]] == [
+    assert [(e["repo_id"], e["locked_commit"], e["remote_commit"]) for e in out["outdated"]] == [
         (repo.repo_id, first, second)]
     assert run("info", repo.repo_id)["commit"] == first  # nothing upgraded silently
     assert run("pull", repo.repo_id)["commit"] == first  # a plain pull keeps the pin
 
     mgr = _manager()
     spec = mgr.spec(repo.repo_id)
-    before = od.state_before_upgrade(mgr, spec)
-    result = mgr.pull(spec, upgrade=True)
-    if not _upgrade_is_wired():  # ModelManager.pull records it itself once wired
-        od.record_upgrade(mgr, spec, before, result)
+    result = mgr.pull(spec, upgrade=True)  # records the old commit and fingerprint itself
     assert result.commit == second and run("info", repo.repo_id)["commit"] == second
     history = mgr.store.read_meta(repo.repo_id)["previous_fingerprints"]
     assert [(h["commit"], h["replaced_by"]) for h in history] == [(first, second)]
@@ -419,15 +415,6 @@ def test_outdated_reports_and_upgrade_records_the_old_fingerprint(
     assert run("outdated")["outdated"] == []
 
 
-def _upgrade_is_wired() -> bool:
-    import inspect
-
-    from modelcache.manager import ModelManager
-
-    return "record_upgrade" in inspect.getsource(ModelManager.pull)
-
-
-@pytest.mark.skipif(not _upgrade_is_wired(), reason="ModelManager.pull does not call outdated.record_upgrade yet")
 def test_cli_pull_upgrade_records_the_old_fingerprint(
         online: LocalHub, tiny_model_dir: Path, tiny_model_dir_v2: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.errors import DiskSpaceError, DownloadError, IntegrityError, OfflineError
+from modelcache.errors import (
+    DiskSpaceError,
+    DownloadError,
+    IntegrityError,
+    OfflineError,
+)
 from modelcache.manager import ModelManager
 from modelcache.registry import ModelSpec
 from modelcache.settings import load_settings

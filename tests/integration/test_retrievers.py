@@ -17,7 +17,8 @@ from langchain_modelcache import FallbackRetriever as LCRetriever
 from langchain_modelcache import ManagedEmbeddings
 from llamaindex_modelcache import FallbackRetriever as LIRetriever
 from llamaindex_modelcache import ManagedEmbedding
-from modelcache.keyword import FINGERPRINT_KEY, ID_KEY
+from modelcache.memory.index import FINGERPRINT_KEY
+from modelcache.memory.sync import ID_KEY
 
 MEMORIES = {
     "car": "I left the car on level 3 of the airport parking garage.",

@@ -22,7 +22,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from modelcache.errors import ConfigError, IntegrityError, ModelCacheError, UnsafeFileError
+from modelcache.errors import (
+    ConfigError,
+    IntegrityError,
+    ModelCacheError,
+    UnsafeFileError,
+)
 from modelcache.registry import ModelSpec, spec_from_dict
 from modelcache.settings import Settings, load_settings
 
@@ -167,7 +172,7 @@ def test_spec_from_dict_gives_a_well_typed_spec_or_a_config_error(data):
 
 
 # -- bundle manifests -------------------------------------------------------------------------
-bundle = pytest.importorskip("modelcache.bundle")
+bundle = pytest.importorskip("modelcache.ops.bundle")
 WEIGHTS = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "  # a valid, empty safetensors file
 CONFIG = b'{"hidden_size": 4}'
 
@@ -187,13 +192,13 @@ def _git_sha1(data: bytes) -> str:
 def _good_manifest() -> dict:
     files = {"model.safetensors": WEIGHTS, "config.json": CONFIG}
     return {"format": "modelcache-bundle", "version": 1, "repo_id": "prop-org/prop-model", "revision": "main",
-            "commit": "c" * 40, "pinned": True, "spec": {"name": "prop-org/prop-model"},
+            "commit": "c" * 40, "locked": True, "spec": {"name": "prop-org/prop-model"},
             "files": {p: {"size": len(d), "sha256": _sha256(d),
                           "blob": _sha256(d) if p.endswith(".safetensors") else _git_sha1(d)}
                       for p, d in files.items()}}
 
 
-MANIFEST_KEYS = ["format", "version", "repo_id", "revision", "commit", "pinned", "spec", "files", "created_at"]
+MANIFEST_KEYS = ["format", "version", "repo_id", "revision", "commit", "locked", "spec", "files", "created_at"]
 FILE_KEYS = ["size", "sha256", "blob"]
 mutations = st.lists(st.one_of(
     st.tuples(st.just("top"), st.sampled_from(MANIFEST_KEYS), st.one_of(values, st.just("../../x"))),

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from modelcache.retry import MAX_RETRY_AFTER_S, retry_after_of
+from modelcache.hub.retry import MAX_RETRY_AFTER_S, retry_after_of
 from tests.reliability import manager, tiny
 
 

@@ -37,7 +37,8 @@ SCRIPT = textwrap.dedent("""
     # hash what this process sees in its snapshot, whoever downloaded it
     seen = {{p: hashlib.sha256(open(os.path.join(result.snapshot, p), "rb").read()).hexdigest() for p in expected}}
     print(json.dumps({{"downloaded": len(result.downloaded), "commit": result.commit, "ok": report.ok,
-                      "snapshot": str(result.snapshot), "mismatch": sorted(p for p in expected if seen[p] != expected[p]),
+                      "snapshot": str(result.snapshot),
+                      "mismatch": sorted(p for p in expected if seen[p] != expected[p]),
                       "seconds": seconds}}))
 """)
 

@@ -19,9 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.budget import BudgetExceededError
-from modelcache.errors import DiskSpaceError, ModelCacheError
-from tests.reliability import blobs_match_their_names, leftovers, manager, tiny, wait_for
+from modelcache.errors import BudgetExceededError, DiskSpaceError, ModelCacheError
+from tests.reliability import (
+    blobs_match_their_names,
+    leftovers,
+    manager,
+    tiny,
+    wait_for,
+)
 from tests.support.hub import PICKLE_REPO, TINY_REPO
 
 MB = 1024 * 1024

@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import http.client
-import os
 import json
+import os
 import tarfile
 import threading
 from collections.abc import Callable
@@ -25,10 +25,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from modelcache.download import select_files
+from modelcache._util import safe_relpath
+from modelcache.cache.integrity import FileExpectation
+from modelcache.cache.store import CacheStore
 from modelcache.errors import ModelCacheError, UnsafeFileError
-from modelcache.integrity import FileExpectation, safe_relpath
-from modelcache.store import CacheStore
+from modelcache.hub.pull import select_files
 from tests.reliability import blobs_match_their_names, leftovers, manager, tiny
 from tests.support.hub import TINY_REPO, HubRepo, files_from_dir, git_blob_sha1
 from tests.support.tiny_model import pickle_weights
@@ -46,7 +47,8 @@ ESCAPE_IDS = ["dotdot", "deep-dotdot", "absolute", "inner-dotdot", "backslash", 
 class TamperProxy:
     """Reverse proxy to the Hub that rewrites tree listings with ``tamper(items) -> items``."""
 
-    def __init__(self, upstream: str, tamper: Callable[[list[dict]], list[dict]], serve: dict[str, bytes] | None = None):
+    def __init__(self, upstream: str, tamper: Callable[[list[dict]], list[dict]],
+                 serve: dict[str, bytes] | None = None):
         self.upstream = urlsplit(upstream)
         self.tamper = tamper
         self.serve = serve or {}  # /resolve/ paths containing a key are answered with its bytes
@@ -281,8 +283,8 @@ def test_oversized_body_is_refused_and_never_reaches_snapshots(hub, proxy, recor
 @pytest.mark.scenario("R9")
 def test_bundle_carrying_remote_code_installs_verified_files_but_never_runs_them(hub, hostile_repos, tmp_path,
                                                                                  monkeypatch):
-    pytest.importorskip("modelcache.bundle")
-    from modelcache.bundle import export_bundle, import_bundle
+    pytest.importorskip("modelcache.ops.bundle")
+    from modelcache.ops.bundle import export_bundle, import_bundle
 
     spec = tiny(repo_id=REMOTE_CODE_REPO, name="remote-code")
     source = manager([hub.endpoint])

@@ -104,7 +104,7 @@ def test_token_is_sent_and_appears_nowhere_else(variable, proxy, hub, all_logs, 
     assert any("model.safetensors" in p for p, _ in sent) and any("/tree/" in p for p, _ in sent)
 
     # command line: config show, doctor (with the endpoint answering 401 once), status
-    from modelcache.cli import app
+    from modelcache.ops.cli.common import app
 
     runner = CliRunner()
     proxy.add_fault("401", path_contains="/api/models/", times=1)
@@ -120,7 +120,7 @@ def test_token_is_sent_and_appears_nowhere_else(variable, proxy, hub, all_logs, 
 
     if m is not None:
         seen.append(m.exposition().decode())
-    bundle_mod = pytest.importorskip("modelcache.bundle")
+    bundle_mod = pytest.importorskip("modelcache.ops.bundle")
     bundle = tmp_path / "tiny.tar.gz"
     bundle_mod.export_bundle(mgr, tiny(), bundle)
     bundle_bytes = gzip.decompress(bundle.read_bytes())

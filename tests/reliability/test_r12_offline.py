@@ -56,7 +56,7 @@ def test_offline_load_verify_full_and_embed_open_no_socket(hub, monkeypatch, rec
     manager([hub.endpoint]).pull(tiny())  # the one step allowed to use the network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MODELCACHE_ENDPOINTS", hub.endpoint)  # offline wins over a reachable endpoint
-    from modelcache.cli import app
+    from modelcache.ops.cli.common import app
 
     runner = CliRunner()
     with no_sockets() as attempts:

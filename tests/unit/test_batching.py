@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from modelcache.batching import BatcherClosedError, MicroBatcher
-from modelcache.errors import OverloadedError
+from modelcache.errors import BatcherClosedError, OverloadedError
+from modelcache.serving.batching import MicroBatcher
 
 
 def fake_vector(text: str, kind: str) -> np.ndarray:

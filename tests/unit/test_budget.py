@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from modelcache import budget
-from modelcache.lockfile import Lockfile, Pin
+from modelcache.cache import budget
+from modelcache.cache.lockfile import LockEntry, Lockfile
+from modelcache.cache.store import CacheStore, repo_folder
 from modelcache.settings import load_settings
-from modelcache.store import CacheStore, repo_folder
 
 MB = 1024 * 1024
 OLD = time.time() - 3600
@@ -41,7 +41,7 @@ def add_repo(mgr: SimpleNamespace, repo_id: str, size_mb: float, last_access: fl
     (d / "refs" / "main").write_text(commit)
     meta = {"last_access": last_access, "downloaded_at": downloaded_at, "pinned": pinned, "access_count": 1}
     (d / "modelcache.json").write_text(json.dumps(meta))
-    mgr.lockfile.set(Pin(repo_id, "main", commit, {}))
+    mgr.lockfile.set(LockEntry(repo_id, "main", commit, {}))
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_ensure_room_evicts_first(mgr: SimpleNamespace) -> None:
     evicted = budget.ensure_room(mgr, MB // 2, "org/new")
     assert evicted == ["org/b"]
     assert cached(mgr) == {"org/a", "org/c"}
-    assert [p.repo_id for p in mgr.lockfile.pins()] == ["org/a", "org/c"]  # its pin went with it
+    assert [p.repo_id for p in mgr.lockfile.entries()] == ["org/a", "org/c"]  # its pin went with it
     assert budget.ensure_room(mgr, MB // 2, "org/new") == []  # fits now
 
 
@@ -228,4 +228,4 @@ def test_a_puller_is_enough_for_ensure_room(tmp_path: Path) -> None:
     real = ModelManager(load_settings({"model_cache": {"directory": str(tmp_path / "cache"), "max_models": 1}}))
     add_repo(real, "org/a", 1, 1, 1)
     assert budget.ensure_room(real.puller, 10, "org/new") == ["org/a"]
-    assert cached(real) == set() and real.lockfile.pins() == []
+    assert cached(real) == set() and real.lockfile.entries() == []

@@ -1,8 +1,21 @@
-"""Dependency direction: core → nothing framework; each adapter → core only.
+"""Dependency direction: core → nothing framework; each adapter → core only; inside the core,
+arrows between layers point down only and no module imports itself back through others.
 
-Checked two ways: statically (every import statement, by AST) and dynamically (import in a
-fresh interpreter, then look at ``sys.modules``). The core also imports no torch at import
-time: torch is imported inside the functions that load a model.
+Checked two ways: statically (every import statement, by AST, function-local and
+``TYPE_CHECKING`` ones included) and dynamically (import in a fresh interpreter, then look at
+``sys.modules``). The core also imports no torch at import time: torch is imported inside the
+functions that load a model.
+
+The core's layers (a layer may import its own and those listed for it, nothing else)::
+
+    base      errors settings registry metrics texts _util _version  (and the package root)
+    cache     store integrity lockfile budget fingerprint publish history   disk only
+    hub       remote http transfer retry pull                               network; over cache
+    backends  base factory modelfiles hashed pool torch_st onnx/            over cache
+    manager   the composition root: cache + hub + backends
+    serving   service tiers options batching handle                         over manager
+    memory    index fusion sync router                                      over serving
+    ops       health doctor outdated bundle demo cli/ (and __main__)        may import anything
 """
 
 from __future__ import annotations
@@ -43,6 +56,142 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
     return found
 
 
+BASE = {"errors", "settings", "registry", "metrics", "texts", "_util", "_version"}
+LAYERS: dict[str, set[str]] = {
+    "base": {"base"},
+    "cache": {"base", "cache"},
+    "hub": {"base", "cache", "hub"},
+    "backends": {"base", "cache", "backends"},
+    "manager": {"base", "cache", "hub", "backends", "manager"},
+    "serving": {"base", "cache", "backends", "manager", "serving"},
+    "memory": {"base", "cache", "backends", "manager", "serving", "memory"},
+    "ops": {"base", "cache", "hub", "backends", "manager", "serving", "memory", "ops"},
+}
+#: the package root re-exports ModelManager lazily (``modelcache.ModelManager``): its only upward edge
+ROOT_LAZY = {"modelcache.manager"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "base"
+    if parts[1] == "__main__":  # ``python -m modelcache``: the CLI
+        return "ops"
+    if parts[1] in LAYERS or parts[1] == "manager":
+        return parts[1]
+    assert parts[1] in BASE, f"{module}: not in any layer of this test; add it to BASE or a subpackage"
+    return "base"
+
+
+def _core_graph() -> dict[str, set[str]]:
+    """module -> the core modules it imports (absolute and relative, anywhere in the file)."""
+    files = sorted((ROOT / "modelcache").rglob("*.py"))
+    names = {_module_name(f) for f in files}
+    graph: dict[str, set[str]] = {}
+    for f in files:
+        me = _module_name(f)
+        package = me if f.name == "__init__.py" else me.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text("utf-8"), str(f))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            for target in targets:
+                while target and target not in names:
+                    target = target.rpartition(".")[0]
+                if target and target != me and target.startswith("modelcache"):
+                    edges.add(target)
+        graph[me] = edges
+    return graph
+
+
+def test_core_has_no_import_cycle() -> None:
+    graph = _core_graph()
+    graph["modelcache"] = graph["modelcache"] - ROOT_LAZY
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def strongconnect(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            strongconnect(v)
+    assert not cycles, "import cycles in the core: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_core_layers_import_downwards_only() -> None:
+    bad = []
+    for module, edges in sorted(_core_graph().items()):
+        allowed = LAYERS[_layer(module)]
+        for target in sorted(edges):
+            if module == "modelcache" and target in ROOT_LAZY:
+                continue
+            if _layer(target) not in allowed:
+                bad.append(f"{module} ({_layer(module)}) imports {target} ({_layer(target)})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_cycle_check_catches_a_cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checker itself: a planted two-module cycle is reported."""
+    pkg = tmp_path / "modelcache"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from modelcache import b\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(AssertionError, match="modelcache.a <-> modelcache.b"):
+        test_core_has_no_import_cycle()
+
+
+def test_adapters_never_import_ops() -> None:
+    bad = [f"{f.relative_to(ROOT)}:{line} imports {mod}"
+           for package in ("langchain_modelcache", "llamaindex_modelcache")
+           for f in sorted((ROOT / package).rglob("*.py"))
+           for mod, line, _ in _imports(f) if _matches(mod, ("modelcache.ops",))]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_core_module_over_400_lines() -> None:
+    big = {str(f.relative_to(ROOT)): n for f in (ROOT / "modelcache").rglob("*.py")
+           if (n := len(f.read_text("utf-8").splitlines())) > 400}
+    assert not big, f"split these modules (one concept each): {big}"
+
+
 def _matches(module: str, banned: tuple[str, ...]) -> bool:
     return any(module == b or module.startswith(b + ".") for b in banned)
 
@@ -71,8 +220,9 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_core_import_loads_no_framework_and_no_torch() -> None:
-    loaded = _modules_after("import modelcache, modelcache.fallback, modelcache.keyword, modelcache.manager\n"
-                            "from modelcache.fallback import EmbeddingService\n"
+    loaded = _modules_after("import modelcache, modelcache.serving.service, modelcache.memory.router\n"
+                            "import modelcache.manager\n"
+                            "from modelcache.serving.service import EmbeddingService\n"
                             "EmbeddingService().status()")
     assert not loaded & {"langchain_core", "llama_index", "langchain_modelcache", "llamaindex_modelcache",
                          "torch", "sentence_transformers", "transformers"}

@@ -10,16 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelcache import keyword
-from modelcache.keyword import (
-    FINGERPRINT_KEY,
-    HashedEncoder,
-    MemoryIndex,
-    choose_mode,
-    index_fingerprint,
-    reindex_memories,
-    rrf,
-)
+from modelcache.backends.hashed import HashedEncoder
+from modelcache.memory.fusion import rrf
+from modelcache.memory.index import FINGERPRINT_KEY, MemoryIndex
+from modelcache.memory.sync import choose_mode, index_fingerprint, reindex_memories
 
 # -- HashedEncoder ------------------------------------------------------------------------------
 
@@ -41,7 +35,7 @@ def test_hashed_vectors_share_subwords() -> None:
 
 
 def test_hashed_vectors_are_the_same_in_another_process() -> None:
-    code = ("import sys, json; from modelcache.keyword import HashedEncoder; "
+    code = ("import sys, json; from modelcache.backends.hashed import HashedEncoder; "
             "print(json.dumps(HashedEncoder(32).encode(['Spare keys in the blue drawer'])[0].tolist()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=Path(__file__).resolve().parents[2])
@@ -121,7 +115,7 @@ def test_persist_is_atomic(index: MemoryIndex, tmp_path: Path, monkeypatch: pyte
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(keyword.json, "dump", broken_dump)
+    monkeypatch.setattr(json, "dump", broken_dump)
     with pytest.raises(OSError):
         index.persist(tmp_path)
     assert (tmp_path / MemoryIndex.FILE).read_bytes() == before

@@ -7,15 +7,23 @@ in for the framework's vector store (what the adapters do with their store's API
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from modelcache.fallback import EmbeddingService
-from modelcache.keyword import FINGERPRINT_KEY, ID_KEY, KEYWORD_PREFIX, MemoryIndex, rrf
-from modelcache.memory import CHECKPOINT_FILE, Hit, MemoryRetrieverMixin, MemoryRouter, ServiceHandle
+from modelcache.backends.hashed import KEYWORD_PREFIX
+from modelcache.memory.fusion import rrf
+from modelcache.memory.index import FINGERPRINT_KEY, MemoryIndex
+from modelcache.memory.router import (
+    CHECKPOINT_FILE,
+    Hit,
+    MemoryRetrieverMixin,
+    MemoryRouter,
+)
+from modelcache.memory.sync import ID_KEY
+from modelcache.serving.handle import ServiceHandle
+from modelcache.serving.service import EmbeddingService
 from modelcache.settings import load_settings
 
 MEMORIES = {
@@ -286,16 +294,9 @@ def test_mixin_gives_the_retrievers_public_methods(service: EmbeddingService, tm
 
 
 class Handle(ServiceHandle):
-    """The attributes an adapter's embeddings class provides."""
+    """An adapter's embeddings class, without the framework: the shared options and a model name."""
 
-    def __init__(self, **options):
-        self.model_name = "all-MiniLM-L6-v2"
-        for name in ("revision", "fallback_models", "fallback_strategy", "backend", "device", "cache_dir",
-                     "endpoints", "normalize", "batch_size", "offline", "query_prompt", "document_prompt",
-                     "config"):
-            setattr(self, name, options.get(name))
-        self._service = None
-        self._service_lock = threading.Lock()
+    model_name: str = "all-MiniLM-L6-v2"
 
 
 def test_service_handle_is_lazy_and_reports_the_chain() -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from modelcache.pool import ModelPool, estimate_bytes
+from modelcache.backends.pool import ModelPool, estimate_bytes
 
 
 class FakeEncoder:

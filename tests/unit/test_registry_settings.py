@@ -8,8 +8,13 @@ import subprocess
 
 import pytest
 
+from modelcache.cache.integrity import (
+    FileExpectation,
+    check_format,
+    git_blob_sha1,
+    verify_file,
+)
 from modelcache.errors import ConfigError, IntegrityError, UnknownModelError
-from modelcache.integrity import FileExpectation, check_format, git_blob_sha1, verify_file
 from modelcache.registry import Registry, get_registry, spec_from_dict
 from modelcache.settings import load_settings
 

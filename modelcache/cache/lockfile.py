@@ -1,0 +1,97 @@
+"""The lockfile: for every model verified once, the commit and per-file hashes it is locked to
+(trust on first use).
+
+Like a package lock: written on the first verified download, read from then on, also offline.
+Its entries are *lock entries* (:class:`LockEntry`); "pinned" elsewhere means "exempt from
+eviction" (``modelcache pin``). The file format (version 1) keeps its original key names::
+
+    {"version": 1,
+     "pins": {"<repo_id>@<revision>": {"commit": "<40 hex>", "pinned_at": <unix>,
+                                       "files": {"<path>": {"size": n, "sha256": ..., "blob_id": ...}}}}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from modelcache.cache.integrity import FileExpectation
+from modelcache.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    """One ``repo@revision`` locked to a commit and the expected size and hash of each file."""
+
+    repo_id: str
+    revision: str
+    commit: str
+    files: dict[str, FileExpectation]
+    locked_at: float = 0.0
+
+
+class Lockfile:
+    def __init__(self, path: Path, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+        except FileNotFoundError:
+            return {"version": 1, "pins": {}}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(str(self.path), f"the lockfile is not valid JSON ({exc}); restore it from version "
+                              "control, or delete it and pull again (pins are re-made on the next pull)") from None
+        if not isinstance(data, dict) or not isinstance(data.get("pins"), dict):
+            raise ConfigError(str(self.path), "not a modelcache lockfile (no 'pins' mapping)")
+        return data
+
+    def get(self, repo_id: str, revision: str) -> LockEntry | None:
+        pins = self._load()["pins"]
+        entry = pins.get(f"{repo_id}@{revision}")
+        if entry is None:
+            # a pin made for the commit itself also answers a request for that commit
+            for key, candidate in pins.items():
+                if key.startswith(f"{repo_id}@") and candidate["commit"] == revision:
+                    entry = candidate
+                    break
+            else:
+                return None
+        files = {p: FileExpectation.from_dict(p, d) for p, d in entry["files"].items()}
+        return LockEntry(repo_id, revision, entry["commit"], files, entry.get("pinned_at", 0.0))
+
+    def entries(self) -> list[LockEntry]:
+        out = []
+        for key, entry in self._load()["pins"].items():
+            repo_id, _, revision = key.rpartition("@")
+            files = {p: FileExpectation.from_dict(p, d) for p, d in entry["files"].items()}
+            out.append(LockEntry(repo_id, revision, entry["commit"], files, entry.get("pinned_at", 0.0)))
+        return out
+
+    def _write(self, mutate) -> None:
+        if self.read_only:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock", timeout=60):
+            data = self._load()
+            mutate(data["pins"])
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
+            os.replace(tmp, self.path)
+
+    def set(self, entry: LockEntry) -> None:
+        data = {"commit": entry.commit, "pinned_at": entry.locked_at or time.time(),
+                "files": {p: e.to_dict() for p, e in sorted(entry.files.items())}}
+        self._write(lambda pins: pins.__setitem__(f"{entry.repo_id}@{entry.revision}", data))
+
+    def remove(self, repo_id: str) -> None:
+        def drop(pins: dict) -> None:
+            for key in [k for k in pins if k.rpartition("@")[0] == repo_id]:
+                del pins[key]
+        self._write(drop)

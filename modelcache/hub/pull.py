@@ -1,0 +1,261 @@
+"""Pull a model's files from a Hub or mirror into the cache, verified, single-flight.
+
+Flow for one repo (under a cross-process lock, so N processes download once):
+resolve the revision to a commit → list the files and their hashes → choose the files the
+backend needs (never pickle weights unless allowed) → disk preflight → download each missing
+file into a resumable .part file (see transfer.py; our retries) → verify size + hash +
+format → quarantine and re-fetch once on mismatch → move blobs in → publish the snapshot →
+write the ref, the locked and the metadata. Mirrors are tried in order.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelcache import metrics
+from modelcache.cache.budget import ensure_room
+from modelcache.cache.integrity import FileExpectation, verify_file
+from modelcache.cache.lockfile import Lockfile
+from modelcache.cache.publish import publish
+from modelcache.cache.store import CacheStore
+from modelcache.errors import (
+    DiskSpaceError,
+    DownloadError,
+    IntegrityError,
+    OfflineError,
+    UnsafeFileError,
+)
+from modelcache.hub.retry import RetryPolicy, RetryStats
+from modelcache.registry import PICKLE_PATTERNS, ModelSpec
+from modelcache.settings import Settings
+
+if TYPE_CHECKING:
+    from modelcache.hub.remote import RemoteRepo
+
+log = logging.getLogger("modelcache")
+
+
+@dataclass
+class PullResult:
+    repo_id: str
+    revision: str
+    commit: str
+    snapshot: Path
+    endpoint: str | None
+    files: dict[str, FileExpectation]
+    downloaded: list[str] = field(default_factory=list)
+    bytes_downloaded: int = 0
+    seconds: float = 0.0
+    requests_made: bool = True
+    dry_run: bool = False
+    stats: RetryStats = field(default_factory=RetryStats)
+
+    def to_dict(self) -> dict:
+        return {
+            "repo_id": self.repo_id, "revision": self.revision, "commit": self.commit,
+            "snapshot": str(self.snapshot), "endpoint": self.endpoint, "files": sorted(self.files),
+            "downloaded": self.downloaded, "bytes_downloaded": self.bytes_downloaded,
+            "seconds": round(self.seconds, 3), "network": self.requests_made, "dry_run": self.dry_run,
+            "retries": self.stats.retries, "rate_limited": self.stats.rate_limited,
+            "bytes_received": self.stats.bytes_received,
+        }
+
+
+def select_files(spec: ModelSpec, files: dict[str, FileExpectation], allow_pickle: bool,
+                 include: tuple[str, ...] | None = None) -> dict[str, FileExpectation]:
+    """The subset of a repo a backend needs; refuses pickle-only weights unless allowed."""
+    patterns = include or spec.include
+    chosen = {p: e for p, e in files.items()
+              if any(fnmatch.fnmatch(p, pat) for pat in patterns)
+              and not (include is None and any(fnmatch.fnmatch(p, pat) for pat in spec.exclude))}
+    pickles = {p for p in files if any(fnmatch.fnmatch(p, pat) for pat in PICKLE_PATTERNS)}
+    if allow_pickle:
+        chosen.update({p: files[p] for p in pickles if include is None})
+    else:
+        chosen = {p: e for p, e in chosen.items() if p not in pickles}
+        has_safe_weights = any(p.endswith((".safetensors", ".gguf", ".onnx")) for p in chosen)
+        if pickles and not has_safe_weights and include is None:
+            raise UnsafeFileError(
+                f"{spec.repo_id}: only pickle weights ({', '.join(sorted(pickles))})",
+                "pickle files can run code when loaded. Use a repo with safetensors, or pass "
+                "--allow-pickle / download.allow_pickle=true if you trust it.")
+    if not chosen:
+        raise DownloadError(spec.repo_id, {"files": f"no file matches {list(patterns)}"})
+    return chosen
+
+
+class Puller:
+    def __init__(self, settings: Settings, store: CacheStore, lockfile: Lockfile):
+        self.settings = settings
+        self.store = store
+        self.lockfile = lockfile
+        d = settings.download
+        self.policy = RetryPolicy(d.retries, d.backoff_base, d.backoff_max)
+
+    # -- the cache side -----------------------------------------------------------------
+    def cached(self, spec: ModelSpec, revision: str | None = None) -> PullResult | None:
+        """A complete cached snapshot for the locked revision, with zero network."""
+        revision = revision or spec.revision
+        locked = self.lockfile.get(spec.repo_id, revision)
+        commit = locked.commit if locked else self.store.resolve(spec.repo_id, revision)
+        if not commit:
+            return None
+        on_disk = self.store.snapshot_files(spec.repo_id, commit)
+        expected = locked.files if locked else {}
+        if not on_disk or any(p not in on_disk for p in expected):
+            return None
+        return PullResult(spec.repo_id, revision, commit, self.store.snapshot_dir(spec.repo_id, commit),
+                          None, expected or {p: FileExpectation(p) for p in on_disk}, requests_made=False)
+
+    # -- the network side ---------------------------------------------------------------
+    def pull(self, spec: ModelSpec, revision: str | None = None, endpoints: list[str] | None = None,
+             dry_run: bool = False, upgrade: bool = False, include: tuple[str, ...] | None = None,
+             allow_pickle: bool | None = None, retries: int | None = None) -> PullResult:
+        """Pull ``spec`` (locked and complete in the cache: no request). ``retries`` overrides
+        ``download.retries`` for this call."""
+        revision = revision or spec.revision
+        if not upgrade and include is None and (hit := self.cached(spec, revision)):
+            return hit
+        if self.settings.offline:
+            raise OfflineError(spec.name)
+        if not dry_run:
+            self.store._require_writable(f"pull {spec.repo_id}")
+        allow_pickle = self.settings.download.allow_pickle if allow_pickle is None else allow_pickle
+        failures: dict[str, str] = {}
+        stats = RetryStats()
+        policy = self.policy if retries is None else RetryPolicy(retries, self.policy.backoff_base,
+                                                                 self.policy.backoff_max)
+        # a repair re-fetches the pinned commit; only --upgrade moves the lock entry to where the branch is now
+        locked = None if upgrade else self.lockfile.get(spec.repo_id, revision)
+        target = locked.commit if locked else revision
+        from modelcache.hub.http import (
+            httpx,  # the HTTP stack: only when we really go to the network
+        )
+
+        http = httpx()
+
+        from modelcache.hub.remote import RemoteRepo
+
+        for endpoint in endpoints or self.settings.endpoints:
+            remote = RemoteRepo(endpoint, self.settings.token_value, self.settings.download.connect_timeout,
+                                policy, stats)
+            try:
+                if dry_run:
+                    return self._plan(spec, revision, target, remote, allow_pickle, include, stats)
+                with self.store.lock(spec.repo_id):
+                    if not upgrade and include is None and (hit := self.cached(spec, revision)):
+                        return hit  # another process finished while we waited
+                    return self._pull_from(spec, revision, target, remote, allow_pickle, include, stats)
+            except (UnsafeFileError, DiskSpaceError, IntegrityError):
+                raise  # the same on every endpoint: no failover
+            except (OSError, ValueError, http.HTTPError) as exc:  # HTTP (HfHubHTTPError is an OSError),
+                # transport, a bad answer: recorded for this endpoint, next endpoint, then DownloadError
+                failures[endpoint] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                log.warning("pull %s from %s failed: %s", spec.repo_id, endpoint, failures[endpoint])
+        metrics.record_download_failure(spec.repo_id, stats)
+        raise DownloadError(spec.repo_id, failures)
+
+    def _plan(self, spec, revision, target, remote, allow_pickle, include, stats) -> PullResult:
+        commit = remote.resolve(spec.repo_id, target)
+        files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
+        missing = [p for p, e in files.items() if not self._have(spec.repo_id, commit, e)]
+        return PullResult(spec.repo_id, revision, commit, self.store.snapshot_dir(spec.repo_id, commit),
+                          remote.endpoint, files, downloaded=missing,
+                          bytes_downloaded=sum(files[p].size or 0 for p in missing), dry_run=True, stats=stats)
+
+    def _have(self, repo_id: str, commit: str, exp: FileExpectation) -> bool:
+        blob = self.store.blob_path(repo_id, exp.blob_name)
+        return blob.exists() and blob.stat().st_size == exp.size
+
+    def _check_known(self, spec: ModelSpec, commit: str, files: dict[str, FileExpectation]) -> None:
+        """The Hub's hashes must agree with what we already know for sure."""
+        locked = self.lockfile.get(spec.repo_id, commit)
+        locked_files = locked.files if locked else {}
+        for path, exp in files.items():
+            known = spec.known_sha256.get(path) or (locked_files[path].sha256 if path in locked_files else None)
+            if known and exp.sha256 and known != exp.sha256:
+                raise IntegrityError(path, "sha256 (registry/lockfile vs endpoint)", known, exp.sha256,
+                                     detail="the endpoint serves different content than pinned")
+
+    def _pull_from(self, spec, revision, target, remote: RemoteRepo, allow_pickle, include, stats) -> PullResult:
+        t0 = time.perf_counter()
+        commit = remote.resolve(spec.repo_id, target)
+        files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
+        self._check_known(spec, commit, files)
+        missing = {p: e for p, e in files.items() if not self._have(spec.repo_id, commit, e)}
+        ensure_room(self, sum(e.size or 0 for e in missing.values()), spec.repo_id)
+        self.store.preflight(sum(e.size or 0 for e in missing.values()), self.settings.download.disk_margin_mb)
+        with self.store.staging() as staging:
+            self._fetch_all(spec.repo_id, commit, missing, remote, staging, stats)
+            snapshot = publish(self.store, self.lockfile, repo_id=spec.repo_id, revision=revision, commit=commit,
+                               files=files, staging=staging, source=remote.endpoint, verified=missing,
+                               lock=include is None)
+        result = PullResult(spec.repo_id, revision, commit, snapshot, remote.endpoint, files,
+                            downloaded=sorted(missing), bytes_downloaded=sum(e.size or 0 for e in missing.values()),
+                            seconds=time.perf_counter() - t0, stats=stats)
+        log.info("pulled %s@%s (%s) from %s: %d files, %d bytes in %.1fs", spec.repo_id, revision,
+                 commit[:12], remote.endpoint, len(missing), result.bytes_downloaded, result.seconds)
+        metrics.observe_pull(result)
+        return result
+
+    def _fetch_all(self, repo_id: str, commit: str, missing: dict[str, FileExpectation], remote: RemoteRepo,
+                   staging: Path, stats: RetryStats) -> None:
+        """Fetch every missing file, smallest first (configs and tokenizer are checked before the
+        weights move), ``model_cache.parallel_downloads`` at a time. The first failure stops the
+        files not yet started and is raised; files already verified stay in ``blobs/``."""
+        order = sorted(missing.values(), key=lambda e: (e.size or 0, e.path))
+        workers = min(self.settings.model_cache.parallel_downloads, len(order))
+        if workers <= 1:
+            for exp in order:
+                self._fetch_verified(repo_id, commit, exp, remote, staging, stats)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelcache-pull") as pool:
+            futures = [pool.submit(self._fetch_verified, repo_id, commit, exp, remote, staging, stats)
+                       for exp in order]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def _fetch_verified(self, repo_id: str, commit: str, exp: FileExpectation, remote: RemoteRepo,
+                        staging: Path, stats: RetryStats) -> Path:
+        """Download one file (resumable), verify it, move it into blobs/. Re-fetch once on mismatch."""
+        part = self.store.partial_path(repo_id, exp.blob_name)
+        for attempt in (1, 2):
+            def fetch() -> int:
+                from modelcache.hub.transfer import fetch_to_part
+
+                return fetch_to_part(repo_id, exp.path, commit, part, endpoint=remote.endpoint,
+                                     token=remote.token, expected_size=exp.size, timeout=remote.timeout,
+                                     read_timeout=self.settings.model_cache.download_timeout)
+
+            try:
+                stats.bytes_received += remote.policy.call(fetch, f"download {repo_id}/{exp.path}", stats)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                part.unlink(missing_ok=True)  # a partial file we cannot finish only holds the space
+                raise DiskSpaceError(str(self.store.root), exp.size or 0,
+                                     shutil.disk_usage(self.store.root).free) from exc
+            try:
+                verify_file(part, exp)
+            except IntegrityError as err:
+                metrics.record_validation_failure(err.check)
+                self.store.quarantine(repo_id, part, exp.path)
+                log.warning("%s (attempt %d of 2)", err, attempt)
+                if attempt == 2:
+                    raise
+                continue
+            return self.store.install_blob(repo_id, part, exp.blob_name)
+        raise AssertionError("unreachable")

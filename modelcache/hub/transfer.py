@@ -1,0 +1,68 @@
+"""Resumable file transfer: GET a Hub file into a ``.part`` file that survives the process.
+
+huggingface_hub deletes its ``.incomplete`` file on failure and keeps no partial data across
+processes, and its ``http_get`` buffers 10 MiB chunks in memory. Here the partial file lives
+under the cache's state dir, keyed by repo and blob, so the next attempt (same process or a new
+one after ``kill -9``) asks for ``Range: bytes=<have>-`` and re-sends nothing already on disk.
+HTTP goes through huggingface_hub's session, headers and error mapping.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from huggingface_hub import hf_hub_url
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from tqdm.auto import tqdm
+
+from modelcache.errors import TruncatedBodyError
+from modelcache.hub.http import httpx
+
+_CHUNK = 1024 * 1024
+
+
+def fetch_to_part(repo_id: str, filename: str, commit: str, part: Path, *, endpoint: str,
+                  token: str | None, expected_size: int | None, timeout: float,
+                  read_timeout: float = 60.0) -> int:
+    """Append the rest of ``filename`` to ``part``. Returns the bytes received in this call.
+
+    Raises :class:`~modelcache.errors.TruncatedBodyError` (an ``OSError``, retried) when the body
+    ends short or long.
+    """
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and have > expected_size:
+        part.unlink()
+        have = 0
+    if expected_size is not None and have == expected_size:
+        return 0
+    url = hf_hub_url(repo_id, filename, revision=commit, endpoint=endpoint)
+    headers = build_hf_headers(token=token)
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    received = 0
+    limits = httpx().Timeout(read_timeout, connect=timeout)
+    with get_session().stream("GET", url, headers=headers, timeout=limits, follow_redirects=True) as response:
+        hf_raise_for_status(response)
+        mode = "ab"
+        if have and response.status_code != 206:  # the server ignored Range: start over
+            have, mode = 0, "wb"
+        with open(part, mode) as fh, tqdm(total=expected_size, initial=have, unit="B", unit_scale=True,
+                                          desc=filename[-40:], disable=not sys.stderr.isatty(),
+                                          leave=False) as bar:
+            for chunk in response.iter_bytes(_CHUNK):
+                fh.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+                if expected_size is not None and have + received > expected_size:
+                    break  # longer than the Hub said: stop reading (never fill the disk); refused below
+            fh.flush()
+            os.fsync(fh.fileno())
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        if size > expected_size:
+            part.unlink()
+        raise TruncatedBodyError(filename, expected_size, size)
+    return received

@@ -1,0 +1,84 @@
+"""Update detection: which locked models' branches moved on the Hub. Nothing upgrades silently.
+
+:func:`outdated` compares every lock entry (``repo@branch`` → commit) with what the endpoint resolves
+the branch to now. Moving a lock entry is explicit: ``modelcache pull MODEL --upgrade``. Because the
+new weights name a new embedding space, :func:`modelcache.cache.history.record_upgrade` keeps the old fingerprint in
+the repo metadata (``previous_fingerprints``) so stored vectors can be migrated (re-embedded).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from modelcache._util import is_commit
+from modelcache.errors import OfflineError
+from modelcache.hub.retry import RetryPolicy, RetryStats
+
+if TYPE_CHECKING:
+    from modelcache.manager import ModelManager
+
+log = logging.getLogger("modelcache")
+
+
+@dataclass
+class OutdatedEntry:
+    repo_id: str
+    revision: str
+    locked_commit: str
+    remote_commit: str | None
+    outdated: bool
+    endpoint: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str], timeout: float) -> tuple[str, str]:
+    """(commit, endpoint) from the first endpoint that answers; raises the last error."""
+    from modelcache.hub.remote import (
+        RemoteRepo,  # the HTTP stack only when we ask the Hub
+    )
+
+    last: Exception | None = None
+    for endpoint in endpoints:
+        remote = RemoteRepo(endpoint, mgr.settings.token_value, timeout, RetryPolicy(retries=1, backoff_base=0.2),
+                            RetryStats())
+        try:
+            return remote.resolve(repo_id, revision), endpoint
+        except Exception as exc:  # noqa: BLE001 - try the next mirror, report the last failure
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            last = exc
+    assert last is not None
+    raise last
+
+
+def outdated(mgr: ModelManager, models: list[str] | None = None, endpoints: list[str] | None = None,
+             timeout: float = 10.0) -> list[OutdatedEntry]:
+    """Every locked on a branch or tag, with the commit the Hub resolves it to now.
+
+    ``models`` limits the check (names, aliases or repo ids). Entries locked to a commit hash cannot move
+    and are skipped. A failure to reach the Hub is reported per entry, not raised.
+    """
+    if mgr.settings.offline:
+        raise OfflineError("outdated", "checking for updates needs the network and offline mode is on")
+    wanted = {mgr.spec(m).repo_id for m in models} if models else None
+    out = []
+    for locked in sorted(mgr.lockfile.entries(), key=lambda p: (p.repo_id, p.revision)):
+        if is_commit(locked.revision) or (wanted is not None and locked.repo_id not in wanted):
+            continue
+        entry = OutdatedEntry(locked.repo_id, locked.revision, locked.commit, None, False)
+        try:
+            entry.remote_commit, entry.endpoint = _resolve(mgr, locked.repo_id, locked.revision,
+                                                           endpoints or mgr.settings.endpoints, timeout)
+            entry.outdated = entry.remote_commit != locked.commit
+        except Exception as exc:  # noqa: BLE001 - reported per model
+            entry.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        out.append(entry)
+    return out
+
+
+__all__ = ["OutdatedEntry", "outdated"]
