@@ -40,8 +40,14 @@ def read_json(path: Path, default: Any = None) -> Any:
         return {} if default is None else default
 
 
+#: what every file we write gets, whatever the umask: readable by all (a shared cache), writable by
+#: its owner only (another local user must never rewrite pins, metadata or exports)
+FILE_MODE = 0o644
+
+
 def atomic_write_json(path: Path, data: Any, indent: int | None = None) -> None:
-    """Write JSON to a process-unique temp file in the same directory, fsync, rename into place."""
+    """Write JSON to a process-unique temp file in the same directory, fsync, rename into place
+    (mode :data:`FILE_MODE`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -50,6 +56,7 @@ def atomic_write_json(path: Path, data: Any, indent: int | None = None) -> None:
             json.dump(data, fh, ensure_ascii=False, indent=indent, sort_keys=indent is not None)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):

@@ -200,3 +200,10 @@ class OnnxUnsupportedError(ModelCacheError, ValueError):
         self.model = model
         super().__init__(f"{model}: the ONNX backend cannot run this model ({why}). "
                          "Use embedding.backend: torch (or auto).")
+
+
+class EmbeddingSpaceWarning(UserWarning):
+    """The embeddings changed embedding space (a fallback outside the model's space, or back).
+
+    A warning, not an error: shown once per change with no logging configured. Vectors from
+    before and after are not comparable."""

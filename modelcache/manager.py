@@ -31,7 +31,13 @@ from modelcache.cache.integrity import (
 from modelcache.cache.lockfile import Lockfile
 from modelcache.cache.publish import publish
 from modelcache.cache.store import CacheStore
-from modelcache.errors import IntegrityError, OfflineError, UnknownModelError
+from modelcache.errors import (
+    BackendUnavailableError,
+    IntegrityError,
+    OfflineError,
+    UnknownModelError,
+    UnsafeFileError,
+)
 from modelcache.hub.pull import Puller, PullResult, select_files
 from modelcache.registry import ModelSpec, Registry, get_registry
 from modelcache.settings import Settings, load_settings
@@ -157,7 +163,9 @@ class ModelManager:
         for path, known in spec.known_sha256.items():
             if path in files and files[path].sha256 != known:
                 raise IntegrityError(path, "sha256 (registry)", known, files[path].sha256,
-                                     detail=f"{from_dir} does not hold the registry's {spec.name}")
+                                     detail=f"{from_dir} does not hold the registry's {spec.name}",
+                                     hint="Nothing was installed; copy the model's files again from a trusted "
+                                          "source, or pull it from a Hub.")
         manifest = "\n".join(f"{p}:{e.blob_name}" for p, e in sorted(files.items()))
         commit = hashlib.sha1(manifest.encode()).hexdigest()
         with self.store.lock(spec.repo_id), self.store.staging() as staging:
@@ -167,7 +175,12 @@ class ModelManager:
                 tmp = staging / "copy" / path
                 tmp.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(from_dir / path, tmp)
-                verify_file(tmp, files[path])
+                try:
+                    verify_file(tmp, files[path])
+                except IntegrityError as exc:
+                    raise IntegrityError(path, exc.check, exc.expected, exc.actual, exc.detail,
+                                         hint=f"Nothing was installed: the file changed while it was copied "
+                                              f"from {from_dir}; try again once nothing writes there.") from None
                 self.store.install_blob(spec.repo_id, tmp, files[path].blob_name)
             snapshot = publish(self.store, self.lockfile, repo_id=spec.repo_id, revision=spec.revision,
                                commit=commit, files=files, staging=staging, source=f"install:{from_dir}",
@@ -279,7 +292,19 @@ class ModelManager:
             log.info("%s@%s: %s", spec.name, commit[:12], note)
             self.store.update_meta(spec.repo_id, functional={commit: {"deferred": note, "at": time.time()}})
             return
-        result = self.functional_check(spec, commit)
+        try:
+            result = self.functional_check(spec, commit)
+        except Exception as exc:  # noqa: BLE001 - any load failure: the model does not work, whatever raised
+            # no lock entry may claim a model that cannot load: drop it, keep the files for a look
+            self.lockfile.remove(spec.repo_id, commit=commit)
+            reason = exc.reason if isinstance(exc, IntegrityError) else f"{type(exc).__name__}: {exc}"
+            self.store.update_meta(spec.repo_id, functional={commit: {"failed": reason[:500], "at": time.time()}})
+            if isinstance(exc, (IntegrityError, UnsafeFileError, BackendUnavailableError)):
+                raise  # already says what is wrong and what to do
+            raise IntegrityError(spec.name, "functional (load and embed 'Hello world')", detail=reason[:500],
+                                 hint=f"Nothing was locked: the files stay in the cache unlocked; fix or replace "
+                                      f"the model, then `modelcache pull {spec.name}` again (or `modelcache rm "
+                                      f"{spec.name}`).") from None
         self.store.update_meta(spec.repo_id, functional={commit: result | {"at": time.time()}})
 
     # -- loading ------------------------------------------------------------------------

@@ -6,7 +6,10 @@ Anything else raises :class:`UnknownModelError` listing close matches.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
+import hashlib
 import math
 import re
 import threading
@@ -92,6 +95,23 @@ _POSITIVE_INT_FIELDS = {"dims", "max_seq_length"}
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if the Hub would accept it (huggingface_hub's own rules: 'name' or 'org/name',
+    letters, digits, '-', '_', '.', no '--' or '..', at most 96 characters), else :class:`ConfigError`.
+
+    huggingface_hub is imported only here (a repo id from outside the registry), never on a load
+    from the registry."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ConfigError("repo_id", f"{exc} Repo ids with '--' or '..' would collide with another repo's "
+                                     "cache folder.") from None
+    return repo_id
+
+
 def _check_field(key: str, value: object) -> object:
     """``value`` converted for the dataclass, or :class:`ConfigError` naming ``key``."""
     if key in ("name", "repo_id"):
@@ -159,18 +179,23 @@ def spec_from_dict(data: Mapping) -> ModelSpec:
 class Registry:
     """Name/alias/repo-id lookup over a set of specs. Thread-safe registration."""
 
-    def __init__(self, specs: list[ModelSpec]):
+    def __init__(self, specs: list[ModelSpec], trusted: bool = False):
+        """``trusted``: the packaged data file (its repo ids are checked by the tests, so loading
+        it imports no huggingface_hub); any other spec's Hub repo id is validated."""
         self._lock = threading.Lock()
         self._specs: dict[str, ModelSpec] = {}
         for spec in specs:
-            self.register(spec)
+            self.register(spec, validate=not trusted)
 
     @classmethod
     def from_package(cls) -> Registry:
         text = resources.files("modelcache").joinpath("data/models.yaml").read_text("utf-8")
-        return cls([spec_from_dict(d) for d in yaml.safe_load(text)["models"]])
+        return cls([spec_from_dict(d) for d in yaml.safe_load(text)["models"]], trusted=True)
 
-    def register(self, spec: ModelSpec) -> ModelSpec:
+    def register(self, spec: ModelSpec, validate: bool = True) -> ModelSpec:
+        """Add (or replace, by name) a spec; a Hub repo id is checked as the Hub would."""
+        if validate and spec.source == "hub":
+            check_repo_id(spec.repo_id)
         with self._lock:
             self._specs[spec.name] = spec
         return spec
@@ -191,6 +216,16 @@ class Registry:
                 index.setdefault(spec.repo_id.lower(), spec)
         return index
 
+    def _known_weights(self, path: Path) -> ModelSpec | None:
+        """The registry entry whose known weights (sha256) the directory holds, if any."""
+        candidates = [s for s in self._specs.values() if s.source == "hub" and s.known_sha256]
+        for spec in candidates:
+            for rel, digest in spec.known_sha256.items():
+                f = path / rel
+                if f.is_file() and _file_sha256(f) == digest:
+                    return spec
+        return None
+
     def get(self, model: str) -> ModelSpec:
         """Resolve ``model``; a Hub repo id or local dir not in the registry becomes a custom spec."""
         if not isinstance(model, str) or not model.strip():
@@ -201,11 +236,31 @@ class Registry:
             return spec
         path = Path(model).expanduser()
         if path.is_dir():
-            return ModelSpec(name=path.name, repo_id=f"local/{path.name}",
-                             source=f"local:{path.resolve()}", custom=True)
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name)
+            slug = re.sub(r"\.{2,}", ".", re.sub(r"-{2,}", "-", slug)).strip("-.") or "model"
+            local = ModelSpec(name=path.name, repo_id=f"local/{slug}"[:96], source=f"local:{path.resolve()}",
+                              custom=True)
+            known = self._known_weights(path)
+            if known is not None:  # the registry's model in another directory: its name and settings,
+                # cached under its own local repo id (never over the Hub repo's refs and lock entry)
+                return dataclasses.replace(known, repo_id=local.repo_id, source=local.source, aliases=(),
+                                           same_space=(known.name, *known.same_space), default=False, custom=True)
+            return local
         if model.count("/") == 1 and all(part.strip() for part in model.split("/")):
-            return ModelSpec(name=model, repo_id=model, custom=True)
+            return ModelSpec(name=model, repo_id=check_repo_id(model), custom=True)
         raise UnknownModelError(model, difflib.get_close_matches(model.lower(), list(index), n=3, cutoff=0.5))
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a directory is hashed once a process."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 _default: Registry | None = None

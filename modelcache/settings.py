@@ -8,7 +8,7 @@ Environment variables read (at call time, never at import time):
 | MODELCACHE_CACHE_DIR, else HF_HUB_CACHE, else HF_HOME/hub | model_cache.directory |
 | MODELCACHE_OFFLINE, HF_HUB_OFFLINE | offline |
 | MODELCACHE_ENDPOINTS (comma-separated), else HF_ENDPOINT | download.endpoints |
-| MODELCACHE_TOKEN, else HF_TOKEN | token (never printed) |
+| MODELCACHE_TOKEN, else HF_TOKEN, HF_HUB_TOKEN, HUGGINGFACE_HUB_TOKEN | token (never printed) |
 | MODELCACHE_READ_ONLY | model_cache.read_only |
 | MODELCACHE_LOCKFILE | model_cache.lockfile |
 | MODELCACHE_PROFILE | profile: dev / prod / offline |
@@ -20,9 +20,10 @@ import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from modelcache.errors import ConfigError
 
@@ -30,19 +31,26 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on"}
 
 
+#: what a config file may be: bigger, deeper or more aliased YAML is refused before it is built
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_ALIASES = 64
+MAX_CONFIG_NODES = 100_000
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelCacheSection(_Section):
     directory: Path | None = None
     """Hub-layout cache directory. None: the Hugging Face hub cache."""
-    max_size_gb: float | None = Field(default=None, gt=0)
-    max_models: int | None = Field(default=None, gt=0)
+    max_size_gb: float | None = Field(default=None, gt=0, le=1_000_000)
+    max_models: int | None = Field(default=None, gt=0, le=1_000_000)
     cleanup_policy: Literal["lru", "fifo", "manual"] = "lru"
-    validation_interval: int = Field(default=86_400, ge=0)
+    validation_interval: int = Field(default=86_400, ge=0, le=10 * 365 * 86_400)
     """Seconds a stat-verified file is trusted before it is re-hashed."""
-    download_timeout: float = Field(default=60.0, gt=0)
+    download_timeout: float = Field(default=60.0, gt=0, le=86_400)
     parallel_downloads: int = Field(default=4, ge=1, le=32)
     read_only: bool | None = None
     """None: detect (a cache we cannot write to is used read-only)."""
@@ -53,18 +61,46 @@ class ModelCacheSection(_Section):
 class DownloadSection(_Section):
     endpoints: list[str] = Field(default_factory=list)
     retries: int = Field(default=5, ge=0, le=50)
-    backoff_base: float = Field(default=0.5, ge=0)
-    backoff_max: float = Field(default=30.0, ge=0)
-    connect_timeout: float = Field(default=10.0, gt=0)
+    backoff_base: float = Field(default=0.5, ge=0, le=60)
+    backoff_max: float = Field(default=30.0, ge=0, le=3600)
+    connect_timeout: float = Field(default=10.0, gt=0, le=600)
     allow_pickle: bool = False
-    disk_margin_mb: int = Field(default=64, ge=0)
+    disk_margin_mb: int = Field(default=64, ge=0, le=1_000_000_000)
+    min_rate_kbps: float = Field(default=50.0, gt=0, le=100_000_000)
+    """Slowest transfer rate tolerated, in kilobits per second (1 kbit/s = 125 bytes/s): a file of
+    N bytes must arrive within max(file_deadline_min_s, N / rate), else the next endpoint is
+    tried (a mirror that trickles never trips the per-read timeout)."""
+    file_deadline_min_s: float = Field(default=30.0, ge=0.1, le=86_400)
+    """Least time one file is given, whatever its size; also the deadline of each metadata
+    request (resolving a revision, one page of a listing)."""
+    pull_deadline_s: float = Field(default=3600.0, ge=1, le=7 * 86_400)
+    """A whole pull, over every endpoint; once spent no further endpoint is tried (DownloadError)."""
+    token_endpoints: list[str] | None = Field(default=None, max_length=64)
+    """Endpoints whose origin (scheme, host, port) receives the token. None: the Hub only,
+    https://huggingface.co and HF_ENDPOINT when it is set; a mirror in ``endpoints`` gets no
+    Authorization header unless listed here (``[]``: the token goes nowhere). A URL a server
+    names (a listing's next page on another origin) never receives it: such a link is refused."""
+
+    @field_validator("token_endpoints")
+    @classmethod
+    def _token_urls(cls, value: list[str] | None) -> list[str] | None:
+        for url in value or ():
+            check_endpoint(url)
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            check_endpoint(url)
+        return value
 
 
 class FallbackSection(_Section):
     models: list[str] = Field(default_factory=list)
     strategy: Literal["auto", "manual", "strict"] = "auto"
     allow_dimension_mismatch: bool = False
-    retry_preferred_after_s: float = Field(default=60.0, ge=0)
+    retry_preferred_after_s: float = Field(default=60.0, ge=0, le=86_400)
     first_try_retries: int = Field(default=1, ge=0, le=50)
     """Retries for a load in the caller's thread: the first embed must not stall on a dead Hub.
     Background recovery of the preferred tier uses download.retries."""
@@ -74,14 +110,16 @@ class FallbackSection(_Section):
 
 class EmbeddingSection(_Section):
     backend: Literal["torch", "onnx", "auto"] = "torch"
-    device: str = "cpu"
+    device: str = "auto"
+    """Torch device: ``auto`` picks CUDA, then Apple MPS, then CPU (like the LlamaIndex peer);
+    or ``cpu``, ``cuda``, ``cuda:1``, ``mps``... The ONNX backend runs on CPU."""
     batch_size: int = Field(default=32, ge=1, le=4096)
-    max_batch_wait_ms: float = Field(default=5.0, ge=0)
-    queue_size: int = Field(default=1024, ge=1)
-    max_loaded_models: int = Field(default=2, ge=1)
-    keep_alive_s: float | None = Field(default=None, gt=0)
+    max_batch_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    queue_size: int = Field(default=1024, ge=1, le=1_000_000)
+    max_loaded_models: int = Field(default=2, ge=1, le=1024)
+    keep_alive_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
     """Unload a model idle this long (None: keep it)."""
-    max_memory_mb: float | None = Field(default=None, gt=0)
+    max_memory_mb: float | None = Field(default=None, gt=0, le=100_000_000)
     """Memory budget of the loaded-model pool (LRU eviction above it)."""
     quantize: Literal["fp32", "int8"] = "fp32"
     """ONNX backend only: int8 dynamic quantisation (a different fingerprint, never mixed)."""
@@ -125,6 +163,83 @@ class Settings(_Section):
         return data
 
 
+def check_endpoint(url: object) -> str:
+    """``url`` if it is an http(s) URL with a host (and a valid port), else :class:`ValueError`."""
+    if not isinstance(url, str) or not url or any(c.isspace() for c in url):
+        raise ValueError(f"endpoint {url!r} must be an http(s) URL without spaces")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"endpoint is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("endpoint must be an http:// or https:// URL with a host, e.g. https://huggingface.co")
+    return url
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with limits: nesting depth and alias count (an alias bomb or a
+    20,000-deep document is refused, never expanded)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_CONFIG_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_CONFIG_ALIASES} aliases (*refs)")
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def read_yaml(path: Path) -> Any:
+    """A config file, parsed with limits on size, depth and aliases (:class:`ConfigError` otherwise)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), f"config file is {size:,} bytes; the limit is {MAX_CONFIG_BYTES:,}")
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read the config file ({exc})") from None
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.YAMLError as exc:  # a character YAML refuses (the reader checks at once)
+        raise ConfigError(str(path), f"not valid YAML: {' '.join(str(exc).split())}") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_CONFIG_NODES:
+            raise yaml.YAMLError(f"expands to more than {MAX_CONFIG_NODES:,} values (aliases)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` becomes once every alias is expanded (shared nodes counted each time)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
 def _profile_data(name: str) -> dict:
     # only the packaged names: a value from a config file never becomes a path of its own
     if not isinstance(name, str) or name not in ("dev", "prod", "offline"):
@@ -145,6 +260,10 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+#: where the token is read from, first found wins (huggingface_hub's own order after ours)
+TOKEN_ENV = ("MODELCACHE_TOKEN", "HF_TOKEN", "HF_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN")
+
+
 def _env_data(env: dict[str, str]) -> dict:
     data: dict[str, Any] = {}
     section = lambda name: data.setdefault(name, {})  # noqa: E731
@@ -158,8 +277,9 @@ def _env_data(env: dict[str, str]) -> dict:
         data["offline"] = True
     if env.get("MODELCACHE_ENDPOINTS"):
         section("download")["endpoints"] = [e.strip() for e in env["MODELCACHE_ENDPOINTS"].split(",") if e.strip()]
-    if env.get("MODELCACHE_TOKEN") or env.get("HF_TOKEN"):
-        data["token"] = env.get("MODELCACHE_TOKEN") or env["HF_TOKEN"]
+    token = next((env[k] for k in TOKEN_ENV if env.get(k)), None)
+    if token:
+        data["token"] = token
     if env.get("MODELCACHE_PROFILE"):
         data["profile"] = env["MODELCACHE_PROFILE"]
     return data
@@ -205,10 +325,7 @@ def load_settings(config: str | Path | dict | None = None, **overrides: Any) -> 
             p = Path(path).expanduser()
             if not p.is_file():
                 raise ConfigError("MODELCACHE_CONFIG", f"config file {p} does not exist")
-            try:
-                file_data = yaml.safe_load(p.read_text("utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(str(p), f"not valid YAML: {exc}") from None
+            file_data = read_yaml(p) or {}
             if not isinstance(file_data, dict):
                 raise ConfigError(str(p), "the top level must be a mapping of sections")
     for section in ("model_cache", "download", "fallback", "embedding"):

@@ -15,6 +15,20 @@ from modelcache.texts import check_texts
 log = logging.getLogger("modelcache")
 
 
+def resolve_device(device: str | None) -> str:
+    """``auto`` (or None): ``cuda`` when torch sees a GPU, else ``mps`` on Apple silicon, else ``cpu``."""
+    if device not in (None, "", "auto"):
+        return str(device)
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def refuse_remote_code(model_dir: Path) -> None:
     """We never execute code shipped in a model repo."""
     config = model_dir / "config.json"
@@ -37,7 +51,8 @@ class SentenceTransformerEncoder:
         except ImportError as exc:
             raise BackendUnavailableError("torch", "torch", str(exc)) from exc
         refuse_remote_code(model_dir)
-        self.model = SentenceTransformer(str(model_dir), device=device, trust_remote_code=False,
+        self.device = resolve_device(device)
+        self.model = SentenceTransformer(str(model_dir), device=self.device, trust_remote_code=False,
                                          local_files_only=True)
         if max_seq_length:
             self.model.max_seq_length = min(self.model.max_seq_length or max_seq_length, max_seq_length)

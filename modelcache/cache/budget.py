@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 
 from modelcache import metrics
 from modelcache.cache.lockfile import Lockfile
-from modelcache.cache.store import CacheStore, remove_tree, repo_folder
+from modelcache.cache.store import CacheStore, host_tag, remove_tree, repo_folder
 from modelcache.errors import BudgetExceededError
 from modelcache.settings import Settings
 
@@ -168,10 +168,12 @@ def partials(store: CacheStore, grace_s: float = PARTIAL_GRACE_S, now: float | N
     found = []
     staging = store.state_dir / "staging"
     if staging.is_dir():
+        here = host_tag()
         for d in sorted(staging.iterdir()):
-            pid = d.name.split("-", 1)[0]
+            pid, _, rest = d.name.partition("-")
             alive = pid.isdigit() and _pid_alive(int(pid))
-            if not alive and now - _newest_mtime(d) >= grace_s:
+            ours = rest.split("-", 1)[0] == here  # this host and boot: a dead pid is surely gone
+            if not alive and (ours or now - _newest_mtime(d) >= grace_s):
                 found.append({"path": str(d), "size": _tree_size(d), "kind": "staging"})
     resumable = store.state_dir / "partial"
     if resumable.is_dir():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from modelcache._util import FILE_MODE
 from modelcache.cache.integrity import FileExpectation
 from modelcache.errors import ConfigError
 
@@ -83,6 +84,7 @@ class Lockfile:
             mutate(data["pins"])
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
+            os.chmod(tmp, FILE_MODE)  # never group/world-writable, whatever the umask: these are the pins
             os.replace(tmp, self.path)
 
     def set(self, entry: LockEntry) -> None:
@@ -90,8 +92,10 @@ class Lockfile:
                 "files": {p: e.to_dict() for p, e in sorted(entry.files.items())}}
         self._write(lambda pins: pins.__setitem__(f"{entry.repo_id}@{entry.revision}", data))
 
-    def remove(self, repo_id: str) -> None:
+    def remove(self, repo_id: str, commit: str | None = None) -> None:
+        """Drop every entry of ``repo_id`` (only those locked to ``commit`` if given)."""
         def drop(pins: dict) -> None:
-            for key in [k for k in pins if k.rpartition("@")[0] == repo_id]:
+            for key in [k for k, v in pins.items() if k.rpartition("@")[0] == repo_id
+                        and (commit is None or v.get("commit") == commit)]:
                 del pins[key]
         self._write(drop)

@@ -14,10 +14,12 @@ verify, and a new snapshot directory is assembled in staging and renamed into pl
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from modelcache._util import is_commit, safe_relpath
+from modelcache._util import FILE_MODE, is_commit, safe_relpath
 from modelcache.cache.integrity import FileExpectation
 from modelcache.errors import DiskSpaceError, ReadOnlyCacheError, UnsafeFileError
 
@@ -35,7 +37,24 @@ log = logging.getLogger("modelcache")
 
 
 def repo_folder(repo_id: str) -> str:
+    """The cache folder of ``repo_id`` (HF layout). Ids with ``--`` or ``..`` are refused: ``a--x/y``
+    and ``a/x--y`` would share ``models--a--x--y`` (and ``rm`` of one would delete the other)."""
+    if not isinstance(repo_id, str) or "--" in repo_id or ".." in repo_id or repo_id.count("/") > 1 or (
+            not repo_id or repo_id.startswith("/") or repo_id.endswith("/")):
+        raise UnsafeFileError(f"repo id {repo_id!r}", "a repo id is 'name' or 'org/name' without '--' or '..' "
+                              "(the Hub's own rule); it would collide with another repo's cache folder")
     return "models--" + repo_id.replace("/", "--")
+
+
+def host_tag() -> str:
+    """A short name for this host and boot (hostname + kernel boot id): a staging dir named with
+    it and a pid that is gone can be removed at once; from another host or container, only after
+    a grace period (its pid means nothing here)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{boot}".encode()).hexdigest()[:8]
 
 
 def remove_tree(path: Path, attempts: int = 5) -> bool:
@@ -114,6 +133,7 @@ class CacheStore:
         ref.parent.mkdir(parents=True, exist_ok=True)
         tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(commit)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, ref)
 
     # -- locks and staging ----------------------------------------------------------------
@@ -134,7 +154,7 @@ class CacheStore:
     def staging(self) -> Iterator[Path]:
         """A private directory on the cache's filesystem, removed on exit."""
         self._require_writable("download")
-        path = self.state_dir / "staging" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path = self.state_dir / "staging" / f"{os.getpid()}-{host_tag()}-{uuid.uuid4().hex[:12]}"
         path.mkdir(parents=True)
         try:
             yield path
@@ -281,6 +301,7 @@ class CacheStore:
         try:
             tmp.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), "utf-8")
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         except OSError as exc:  # the repo was removed meanwhile, or a read-only mount we did not detect
             tmp.unlink(missing_ok=True)

@@ -43,11 +43,13 @@ from modelcache.cache.integrity import (
 from modelcache.cache.publish import publish
 from modelcache.errors import (
     BundleIntegrityError,
+    ConfigError,
     IntegrityError,
     OfflineError,
     UnsafeFileError,
 )
 from modelcache.manager import ModelManager
+from modelcache.registry import check_repo_id
 
 log = logging.getLogger("modelcache")
 
@@ -180,6 +182,10 @@ def read_manifest(tar: tarfile.TarFile) -> dict:
         raise UnsafeFileError(MANIFEST, f"bundle version {manifest.get('version')!r}; this modelcache reads {VERSION}")
     if not isinstance(manifest.get("repo_id"), str) or not _REPO.match(manifest["repo_id"]):
         raise UnsafeFileError(f"repo_id {manifest.get('repo_id')!r}", "must look like 'org/name'")
+    try:
+        check_repo_id(manifest["repo_id"])
+    except ConfigError as exc:
+        raise UnsafeFileError(f"repo_id {manifest['repo_id']!r}", str(exc)) from None
     if not isinstance(manifest.get("commit"), str) or not is_hex(manifest["commit"], 40):
         raise UnsafeFileError(f"commit {manifest.get('commit')!r}", "must be 40 hex digits")
     if not isinstance(manifest.get("spec", {}), dict):

@@ -38,9 +38,14 @@ def _emit(as_json: bool, data, render) -> None:
         render()
 
 
-def _fail(as_json: bool, exc: Exception, code: int = 1):
+def report_error(as_json: bool, exc: BaseException) -> None:
+    """The one way a failure is shown: one line on stderr, or one JSON object on stdout with --json."""
     if as_json:
         typer.echo(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
     else:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _fail(as_json: bool, exc: Exception, code: int = 1):
+    report_error(as_json, exc)
     raise typer.Exit(code)
