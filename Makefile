@@ -13,7 +13,8 @@ CORE_VENV := .venv-core
 HUB1_VENV := .venv-hub1
 PKG_SOURCES := $(shell find modelcache -name '*.py' -o -name '*.yaml' -o -name py.typed)
 HUB1_TESTS := tests/integration/test_pull.py tests/integration/test_cli_core.py tests/integration/test_resume.py \
-	tests/reliability/test_r01_retry_after.py tests/reliability/test_r04_corrupt_state.py
+	tests/reliability/test_r01_retry_after.py tests/reliability/test_r04_corrupt_state.py \
+	tests/integration/test_peer_dropin.py
 
 .PHONY: demo test setup clean bench test-core-install test-hub1
 
@@ -64,13 +65,14 @@ $(CORE_VENV)/.installed: $(CORE_VENV)/.deps $(PKG_SOURCES)
 test-core-install: $(TEST_STAMP) $(CORE_VENV)/.installed
 	tests/packaging/core_install.sh $(BIN)/python $(CORE_VENV)
 
-# huggingface_hub 1.x: langchain-huggingface pins huggingface-hub<2, so installing it resolves 1.x
+# huggingface_hub 1.x: langchain-huggingface pins huggingface-hub<2, so installing it resolves 1.x; the peers
+# (langchain-huggingface, llama-index-embeddings-huggingface) live here, so the drop-in tests run them side by side
 $(HUB1_VENV)/.installed: pyproject.toml
 	rm -rf $(HUB1_VENV)
 	$(PY) -m venv $(HUB1_VENV)
 	$(HUB1_VENV)/bin/python -m pip install -q --upgrade pip
 	$(HUB1_VENV)/bin/pip install -q $(TORCH)
-	$(HUB1_VENV)/bin/pip install -q -e ".[test]" langchain-huggingface $(TORCH)
+	$(HUB1_VENV)/bin/pip install -q -e ".[test]" langchain-huggingface llama-index-embeddings-huggingface $(TORCH)
 	touch $@
 
 test-hub1: $(HUB1_VENV)/.installed

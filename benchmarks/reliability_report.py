@@ -7,8 +7,8 @@
 What runs: every test of ``tests/reliability`` (each tagged ``@pytest.mark.scenario("Rn")``) and
 the tests of the other suites that prove a scenario (``SCENARIO_TESTS`` below: R1-R4, R6-R7, R12
 in ``tests/integration/test_pull.py``, R5 in ``test_resume.py``, R9/R11 in ``test_ops_cli.py``,
-R14 in ``test_fallback_chain.py``). pytest runs in this process with a small plugin that keeps
-only those tests and records each one's outcome, duration and the figures it recorded with
+R14 in ``test_fallback_chain.py`` and the managed-store tests). pytest runs in this process with a
+small plugin that keeps only those tests and records each one's outcome, duration and the figures it recorded with
 ``record_property``. Exit status: 0 when nothing failed (xfails are listed, with their reason).
 """
 
@@ -39,7 +39,13 @@ SCENARIOS = {
     "R11": "HF token: sent to the Hub, shown in no log, error, metric, config, doctor, bundle",
     "R12": "offline: zero sockets",
     "R13": "32 threads embed while another process runs rm / prune: no crash, no half state",
-    "R14": "interrupted reindex of 10k memories: resumes, each memory exactly once",
+    "R14": "interrupted sync (re-embedding) of the memories: resumes, each memory exactly once",
+    "R15": "slow mirror (a byte every 0.5 s) or no network (DNS, refused): deadlines per request, file and "
+           "pull, next endpoint, one clean DownloadError; failover_s = time to fail over from the trickle",
+    "R16": "listing without end (self link, ping-pong, endless cursor, fat pages): bounded pages, entries, "
+           "repeats; listing_requests_* = requests made",
+    "R17": "tokens stay home: no Authorization to another origin or an unlisted mirror (figure must be 0); "
+           "URL credentials redacted everywhere",
     "properties": "hypothesis: config, registry entries, bundle manifests parse or fail clearly",
 }
 
@@ -63,8 +69,10 @@ SCENARIO_TESTS = {
     ("tests/integration/test_ops_cli.py", "test_config_show_redacts_secrets"): "R11",
     ("tests/integration/test_pull.py", "test_offline_cold_cache_names_the_fix_and_opens_no_socket"): "R12",
     ("tests/integration/test_pull.py", "test_offline_warm_cache_loads_with_zero_sockets"): "R12",
-    ("tests/integration/test_fallback_chain.py", "test_interrupted_reindex_resumes_without_loss_or_duplicates"): "R14",
-    ("tests/integration/test_fallback_chain.py", "test_interrupted_reindex_resumes_llamaindex"): "R14",
+    ("tests/integration/test_fallback_chain.py", "test_interrupted_sync_resumes_without_loss_or_duplicates"): "R14",
+    ("tests/integration/test_llamaindex_retriever.py", "test_interrupted_reindex_resumes"): "R14",
+    ("tests/integration/test_langchain_managed_store.py",
+     "test_interrupted_sync_resumes_without_loss_or_duplicates"): "R14",
 }
 RELIABILITY_DIR = "tests/reliability"
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from modelcache.serving.handle import ServiceHandle
+from modelcache.serving.peer_args import LANGCHAIN_PEER_ARGS, translate_langchain, unknown
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -37,11 +38,24 @@ class ManagedEmbeddings(ServiceHandle, Embeddings):
     model_name: str = Field(default=DEFAULT_MODEL, alias="model")
     """Registry name or alias, Hub repo id (``org/name``) or local model directory."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _peer_arguments(cls, data: Any) -> Any:
+        """``HuggingFaceEmbeddings``' arguments work here, with its meaning (see the README's table)."""
+        if not isinstance(data, dict):
+            return data
+        data = translate_langchain(data)
+        known = set(cls.model_fields) | {"model"}
+        for key in data:
+            if key not in known:
+                raise unknown(key, known | LANGCHAIN_PEER_ARGS)
+        return data
+
     # revision, fallback_models, ..., config: the shared options (modelcache.serving.options.EmbeddingOptions);
     # service, active_tier, active_model, fingerprint, degraded and status() come from ServiceHandle
 
     def _embed(self, texts: list[str], kind: str) -> list[list[float]]:
-        return self.service.embed(texts, kind).tolist()
+        return self._vectors(texts, kind).tolist()
 
     # -- LangChain API ------------------------------------------------------------------
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -54,11 +68,11 @@ class ManagedEmbeddings(ServiceHandle, Embeddings):
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Like :meth:`embed_documents`, computed in a worker thread."""
-        return (await self.service.aembed(texts, "document")).tolist()
+        return (await self._avectors(texts, "document")).tolist()
 
     async def aembed_query(self, text: str) -> list[float]:
         """Like :meth:`embed_query`, computed in a worker thread."""
-        return (await self.service.aembed([_one(text)], "query")).tolist()[0]
+        return (await self._avectors([_one(text)], "query")).tolist()[0]
 
 
 def _one(text: Any) -> str:

@@ -8,12 +8,13 @@ texts at a time) and go to the model as one batch.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from modelcache.serving.handle import ServiceHandle
+from modelcache.serving.handle import ServiceHandle, SpaceVector
+from modelcache.serving.peer_args import translate_llamaindex
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -41,6 +42,14 @@ class ManagedEmbedding(ServiceHandle, BaseEmbedding):
     embed_batch_size: int = Field(default=32, gt=0, le=2048)
     """Texts LlamaIndex hands over per ``_get_text_embeddings`` call."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _peer_arguments(cls, data: Any) -> Any:
+        """``HuggingFaceEmbedding``'s arguments work here, with its meaning (see the README's table)."""
+        if not isinstance(data, dict):
+            return data
+        return translate_llamaindex(data, set(cls.model_fields))
+
     # revision, fallback_models, ..., config: the shared options (modelcache.serving.options.EmbeddingOptions);
     # service, active_tier, active_model, fingerprint, degraded and status() come from ServiceHandle
 
@@ -49,10 +58,12 @@ class ManagedEmbedding(ServiceHandle, BaseEmbedding):
         return "ModelCacheManagedEmbedding"
 
     def _embed(self, texts: List[str], kind: str) -> List[Embedding]:
-        return self.service.embed(texts, kind).tolist()
+        vectors = self._vectors(texts, kind)
+        return [SpaceVector(v, self.last_fingerprint) for v in vectors.tolist()]
 
     async def _aembed(self, texts: List[str], kind: str) -> List[Embedding]:
-        return (await self.service.aembed(texts, kind)).tolist()
+        vectors = await self._avectors(texts, kind)
+        return [SpaceVector(v, self.last_fingerprint) for v in vectors.tolist()]
 
     # -- LlamaIndex API -----------------------------------------------------------------
     def _get_query_embedding(self, query: str) -> Embedding:

@@ -1,138 +1,155 @@
-"""``FallbackRetriever``: agent memory over a LlamaIndex ``VectorStoreIndex`` that survives model changes.
+"""``FallbackRetriever``: agent memory in one object, over a :class:`ManagedVectorStore`.
 
-Every memory goes to the index (as a ``TextNode`` whose id is the memory id) *and* to a BM25
-:class:`~modelcache.memory.index.MemoryIndex`, stamped with the fingerprint of the space its
-vector was made in. A query uses vector search when the active embeddings are in that space,
-BM25 when the chain is degraded or the space changed (until :meth:`FallbackRetriever.reindex`),
-or both fused (reciprocal rank fusion) in ``hybrid`` mode.
+A convenience: ``add_texts`` / ``delete`` / ``retrieve`` / ``status`` / ``reindex`` on a managed
+store (the memory database in ``memory_dir`` is the truth; the inner vector store is filled
+from it). The LlamaIndex idiom does the same with the usual objects::
+
+    store = ManagedVectorStore(inner, memory_dir="memory/")
+    index = VectorStoreIndex.from_vector_store(store, embed_model=store.embed_model)
+    index.as_retriever(similarity_top_k=3)
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
-from llama_index.core import StorageContext, VectorStoreIndex, load_index_from_storage
+from llama_index.core import VectorStoreIndex
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery
 
-from modelcache.memory.index import FINGERPRINT_KEY, MemoryIndex
-from modelcache.memory.router import Hit, MemoryRetrieverMixin, MemoryRouter
-from modelcache.memory.sync import ID_KEY, Mode
+from modelcache.memory.records import SyncReport
 
 from .embeddings import ManagedEmbedding
+from .vector_stores import ManagedVectorStore
 
-VECTOR_DIR = "vector_index"
+#: the old name of keyword mode
+_ALIASES = {"bm25": "keyword"}
 
 
-class FallbackRetriever(MemoryRetrieverMixin, BaseRetriever):
-    """Vector search while the vectors are valid, BM25 when they are not, hybrid on request.
+class FallbackRetriever(BaseRetriever):
+    """Vector search while the vectors are valid, FTS5 keyword search when they are not, hybrid on request.
 
     Example:
         ```python
-        from llama_index.core import VectorStoreIndex
-        from llamaindex_modelcache import FallbackRetriever, ManagedEmbedding
+        from llamaindex_modelcache import FallbackRetriever
 
-        index = VectorStoreIndex([], embed_model=ManagedEmbedding())
-        memory = FallbackRetriever(index, similarity_top_k=3, persist_dir="memory/")
+        memory = FallbackRetriever(memory_dir="memory/", similarity_top_k=3)
         memory.add_texts(["The car is parked on level 3"])
         memory.retrieve("where is the car?")
         ```
 
-    With ``persist_dir`` the memory index, the reindex checkpoint and (unless ``persist_store``
-    is given) the vector index (``persist_dir/vector_index``) are saved after every write;
-    :meth:`load` reopens them.
+    ``store`` is a :class:`ManagedVectorStore`, a ``VectorStoreIndex`` (over a managed store, or
+    over a plain one, which is then wrapped), a plain LlamaIndex vector store (wrapped), or None
+    (a SimpleVectorStore, filled from the memory database). ``persist_dir`` is the old name of
+    ``memory_dir``; with neither, the memory lives in a temporary directory removed with this
+    object. Each hit's node says how it was found in ``metadata["retrieved_by"]``.
     """
 
-    def __init__(self, index: VectorStoreIndex, memory: Optional[MemoryIndex] = None, *,
-                 embed_model: Optional[ManagedEmbedding] = None, similarity_top_k: int = 4,
-                 mode: Mode = "auto", rrf_k: int = 60, fetch_k: Optional[int] = None,
-                 persist_dir: Optional[str | Path] = None, persist_store: Optional[Callable[[], None]] = None,
-                 callback_manager: Optional[CallbackManager] = None, verbose: bool = False) -> None:
-        embed_model = embed_model or getattr(index, "_embed_model", None)
-        if not isinstance(embed_model, ManagedEmbedding):
-            raise TypeError("FallbackRetriever needs the index to embed with ManagedEmbedding "
-                            f"(got {type(embed_model).__name__}): build it with "
-                            "VectorStoreIndex(..., embed_model=ManagedEmbedding()) or pass embed_model=")
-        if mode not in ("auto", "vector", "bm25", "hybrid"):
-            raise ValueError(f"mode must be auto, vector, bm25 or hybrid; got {mode!r}")
-        self.index = index
-        self.embed_model = embed_model
-        self.persist_dir = Path(persist_dir) if persist_dir is not None else None
-        self.memory = memory if memory is not None else MemoryIndex.load_or_new(self.persist_dir)
+    def __init__(self, store: Any = None, *, memory_dir: Optional[str | Path] = None,
+                 persist_dir: Optional[str | Path] = None, embed_model: Optional[ManagedEmbedding] = None,
+                 similarity_top_k: int = 4, mode: str = "auto", fetch_k: Optional[int] = None,
+                 callback_manager: Optional[CallbackManager] = None, verbose: bool = False,
+                 **store_kwargs: Any) -> None:
+        if memory_dir is not None and persist_dir is not None and Path(memory_dir) != Path(persist_dir):
+            raise ValueError("pass memory_dir or persist_dir (its old name), not both")
+        self.mode = _ALIASES.get(mode, mode)
         self.similarity_top_k = similarity_top_k
-        self.mode = mode
-        self.rrf_k = rrf_k
         self.fetch_k = fetch_k
-        if persist_store is None and self.persist_dir is not None:
-            persist_store = self._persist_vector_index
-        self.persist_store = persist_store
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        memory_dir = memory_dir if memory_dir is not None else persist_dir
+        index = store if isinstance(store, VectorStoreIndex) else None
+        inner = index.vector_store if index is not None else store
+        if embed_model is None and index is not None and isinstance(index._embed_model, ManagedEmbedding):
+            embed_model = index._embed_model
+        if isinstance(inner, ManagedVectorStore):
+            if memory_dir is not None or store_kwargs:
+                raise ValueError("the ManagedVectorStore given has its memory_dir and options already")
+            self.store = inner
+        else:
+            if inner is None:
+                from llama_index.core.vector_stores import SimpleVectorStore
+
+                inner = SimpleVectorStore()
+            if memory_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="modelcache-memory-")
+                memory_dir = self._tmp.name
+            self.store = ManagedVectorStore(inner, memory_dir, embed_model=embed_model, mode=self.mode, **store_kwargs)
+        self.memory_dir = Path(memory_dir) if memory_dir is not None else getattr(self.store.engine.db, "dir", None)
+        self._index = index if index is not None and index.vector_store is self.store else None
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
-    def load(cls, persist_dir: str | Path, embed_model: ManagedEmbedding, **kwargs: Any) -> FallbackRetriever:
-        """Reopen a retriever saved with ``persist_dir`` (vector index + memory index)."""
-        persist_dir = Path(persist_dir)
-        storage = StorageContext.from_defaults(persist_dir=str(persist_dir / VECTOR_DIR))
-        index = load_index_from_storage(storage, embed_model=embed_model)
-        return cls(index, embed_model=embed_model, persist_dir=persist_dir, **kwargs)
+    def load(cls, memory_dir: str | Path, embed_model: Optional[ManagedEmbedding] = None,
+             **kwargs: Any) -> FallbackRetriever:
+        """Reopen the memory in ``memory_dir`` (a fresh in-memory vector store, filled from it)."""
+        return cls(memory_dir=memory_dir, embed_model=embed_model, **kwargs)
 
-    # add_texts, delete, reindex and status come from MemoryRetrieverMixin (modelcache.memory)
-    def _router(self) -> MemoryRouter:
-        """The framework-free logic (modelcache.memory), over this retriever's current attributes."""
-        return MemoryRouter(lambda: self.embed_model.service, self.memory, self.persist_dir, self.persist_store)
+    # -- the usual objects ------------------------------------------------------------------------
+    @property
+    def embed_model(self) -> ManagedEmbedding:
+        return self.store.embed_model
 
-    # -- writing ------------------------------------------------------------------------
-    def _persist_vector_index(self) -> None:
-        self.index.storage_context.persist(persist_dir=str(self.persist_dir / VECTOR_DIR))
+    @property
+    def index(self) -> VectorStoreIndex:
+        """A ``VectorStoreIndex`` over the managed store (``index.insert``, ``as_query_engine``...)."""
+        if self._index is None:
+            self._index = VectorStoreIndex.from_vector_store(self.store, embed_model=self.store.embed_model)
+        return self._index
 
-    @staticmethod
-    def _node(id_: str, text: str, metadata: dict) -> TextNode:
-        # only the memory text is embedded (as through LangChain); metadata stays out of the vector
-        keys = list(metadata)
-        return TextNode(id_=id_, text=text, metadata=metadata, excluded_embed_metadata_keys=keys,
-                        excluded_llm_metadata_keys=[FINGERPRINT_KEY, ID_KEY])
+    # -- writing ----------------------------------------------------------------------------------
+    def add_texts(self, texts: List[str], metadatas: Optional[List[dict]] = None,
+                  ids: Optional[List[str]] = None) -> List[str]:
+        """Store memories (acknowledged once in the database); an existing id is replaced. Returns the ids."""
+        texts = list(texts)
+        metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
+        ids = [str(i) for i in ids] if ids is not None else [None] * len(texts)
+        if not (len(ids) == len(texts) == len(metadatas)):
+            raise ValueError(f"texts ({len(texts)}), metadatas ({len(metadatas)}) and ids ({len(ids)}) must have "
+                             "the same length")
+        nodes = []
+        for text, metadata, id_ in zip(texts, metadatas, ids):
+            node = TextNode(text=text, metadata=dict(metadata or {})) if id_ is None else \
+                TextNode(id_=id_, text=text, metadata=dict(metadata or {}))
+            node.excluded_embed_metadata_keys = list(node.metadata)  # only the text is embedded, as through LangChain
+            nodes.append(node)
+        return self.store.add(nodes)
 
-    def _store_delete(self, ids: List[str]) -> None:
-        if not ids:
-            return
-        try:
-            self.index.delete_nodes(list(ids), delete_from_docstore=True)
-        except KeyError:  # the default index refuses ids it does not hold: go one by one
-            for id_ in ids:
-                try:
-                    self.index.delete_nodes([id_], delete_from_docstore=True)
-                except KeyError:
-                    pass  # not in the index: nothing to delete
-            self.index.storage_context.index_store.add_index_struct(self.index.index_struct)
+    def delete(self, ids: List[str]) -> None:
+        """Forget memories (database, then vector store)."""
+        self.store.delete_nodes(node_ids=list(ids))
 
-    def _store_insert(self, ids: List[str], texts: List[str], metadatas: List[dict]) -> None:
-        self.index.insert_nodes([self._node(i, t, m) for i, t, m in zip(ids, texts, metadatas)])
+    def reindex(self, batch_size: Optional[int] = None, progress: bool = True) -> SyncReport:
+        """Write every pending memory to the vector store now (the background sync does it anyway),
+        after one try of the better tiers (cool-down permitting); resumable, each memory written once."""
+        if batch_size is not None:
+            self.store.engine.batch_size = batch_size
+        service = self.store.embed_model.service
+        if service.degraded:
+            service.try_recover()
+        return self.store.sync(progress=progress)
 
-    # -- reading ------------------------------------------------------------------------
-    def _vector(self, query: str, vector: List[float], k: int) -> List[tuple[str, NodeWithScore]]:
-        retriever = self.index.as_retriever(similarity_top_k=k)
-        hits = retriever.retrieve(QueryBundle(query_str=query, embedding=vector))
-        # copies: the nodes may be the docstore's own objects
-        return [(h.node.node_id,
-                 NodeWithScore(node=h.node.model_copy(update={"metadata": dict(h.node.metadata)
-                                                              | {"retrieved_by": "vector"}}), score=h.score))
-                for h in hits]
+    def status(self) -> dict[str, Any]:
+        return self.store.status()
 
-    def _node_with_score(self, hit: Hit) -> NodeWithScore:
-        if hit.how == "vector":
-            return hit.native
-        return NodeWithScore(node=self._node(hit.id, hit.text, hit.metadata | {"retrieved_by": hit.how}),
-                             score=hit.score)
+    def close(self) -> None:
+        self.store.close()
+        if self._tmp is not None:
+            self.store.engine.db.close()
+            self._tmp.cleanup()
+            self._tmp = None
 
+    # -- reading ----------------------------------------------------------------------------------
     def search(self, query: str, k: Optional[int] = None, mode: Optional[str] = None) -> List[NodeWithScore]:
-        """The ``k`` best memories for ``query``; each node carries ``metadata["retrieved_by"]``."""
-        hits = self._router().search(query, k or self.similarity_top_k, mode or self.mode,
-                                     lambda vector, n: self._vector(query, vector, n),
-                                     fetch_k=self.fetch_k, rrf_k=self.rrf_k)
-        return [self._node_with_score(h) for h in hits]
+        """The ``k`` best memories for ``query``, each node saying how it was found (``retrieved_by``)."""
+        mode = _ALIASES.get(mode, mode) if mode is not None else self.mode
+        result = self.store.query(VectorStoreQuery(query_str=query, similarity_top_k=k or self.similarity_top_k),
+                                  mode=mode, fetch_k=self.fetch_k)
+        return [NodeWithScore(node=n, score=s) for n, s in zip(result.nodes or [], result.similarities or [])]
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         return self.search(query_bundle.query_str)

@@ -32,6 +32,17 @@ def is_commit(revision: object) -> bool:
     return is_hex(revision, 40)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     """The parsed JSON of ``path``; ``default`` (``{}`` if None) when it is missing or not valid JSON."""
     try:

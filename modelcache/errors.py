@@ -10,6 +10,8 @@
     ├── IntegrityError (ValueError)              size / hash / format / functional check failed
     │   └── BundleIntegrityError                 a bundle file differs from its manifest
     ├── TruncatedBodyError (OSError)             a download ended short or long (retried)
+    ├── DeadlineExceededError (TimeoutError)     a request, file or pull outlasted its deadline
+    ├── ListingRefusedError (ValueError)         a tree listing passed a bound or left its origin
     ├── UnsafeFileError (PermissionError)        pickle weights, remote code, path escapes
     ├── ReadOnlyCacheError (PermissionError)     a write was needed on a read-only cache
     ├── BackendUnavailableError (ImportError)    an optional extra is not installed
@@ -200,6 +202,32 @@ class OnnxUnsupportedError(ModelCacheError, ValueError):
         self.model = model
         super().__init__(f"{model}: the ONNX backend cannot run this model ({why}). "
                          "Use embedding.backend: torch (or auto).")
+
+
+class DeadlineExceededError(ModelCacheError, TimeoutError):
+    """A request, a file or the whole pull took longer than its deadline; the endpoint is too slow.
+
+    Not retried on the same endpoint: the pull tries the next endpoint. ``setting`` names the
+    setting that sets this deadline."""
+
+    def __init__(self, what: str, seconds: float, setting: str, detail: str = "", hint: str | None = None):
+        self.what, self.seconds, self.setting, self.detail = what, seconds, setting, detail
+        if hint is None:
+            hint = (f"the endpoint is too slow or stalls; the next endpoint is tried (raise {setting} for "
+                    "a slow but working link)")
+        extra = f"; {detail}" if detail else ""
+        super().__init__(f"{what}: not done within {seconds:g} s ({setting}){extra}; {hint}")
+
+
+class ListingRefusedError(ModelCacheError, ValueError):
+    """A tree listing passed a bound (pages, entries, bytes), repeated a page, or named another
+    origin for its next page. The endpoint is given up (the next one is tried); ``bound`` names
+    what was passed."""
+
+    def __init__(self, what: str, bound: str, detail: str):
+        self.what, self.bound = what, bound
+        super().__init__(f"{what}: refused, {detail} (bound: {bound}). The endpoint's listing is broken or "
+                         "hostile; the next endpoint is tried.")
 
 
 class EmbeddingSpaceWarning(UserWarning):

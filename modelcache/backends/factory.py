@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelcache.backends.base import ModelDir
-from modelcache.backends.modelfiles import ModelLayout
 from modelcache.backends.onnx import export as onnx_export
 from modelcache.backends.onnx.encoder import OnnxEncoder
 from modelcache.backends.onnx.export import (
@@ -18,6 +17,7 @@ from modelcache.backends.onnx.export import (
     onnx_model_path,
 )
 from modelcache.cache import fingerprint as fp
+from modelcache.cache.modelfiles import ModelLayout
 from modelcache.errors import BackendUnavailableError, ModelCacheError
 
 if TYPE_CHECKING:

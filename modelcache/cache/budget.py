@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from filelock import FileLock, Timeout
 
 from modelcache import metrics
+from modelcache._util import pid_alive
 from modelcache.cache.lockfile import Lockfile
 from modelcache.cache.store import CacheStore, host_tag, remove_tree, repo_folder
 from modelcache.errors import BudgetExceededError
@@ -150,16 +151,6 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def partials(store: CacheStore, grace_s: float = PARTIAL_GRACE_S, now: float | None = None) -> list[dict]:
     """Leftovers of interrupted writes, each untouched for ``grace_s`` seconds: staging dirs
     whose process is gone, resumable ``*.part`` downloads (a later pull would resume them;
@@ -171,7 +162,7 @@ def partials(store: CacheStore, grace_s: float = PARTIAL_GRACE_S, now: float | N
         here = host_tag()
         for d in sorted(staging.iterdir()):
             pid, _, rest = d.name.partition("-")
-            alive = pid.isdigit() and _pid_alive(int(pid))
+            alive = pid.isdigit() and pid_alive(int(pid))
             ours = rest.split("-", 1)[0] == here  # this host and boot: a dead pid is surely gone
             if not alive and (ours or now - _newest_mtime(d) >= grace_s):
                 found.append({"path": str(d), "size": _tree_size(d), "kind": "staging"})

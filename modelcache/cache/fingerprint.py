@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from modelcache._util import read_json
+from modelcache.cache.modelfiles import dims_from_dir
 from modelcache.registry import ModelSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".bin", ".gguf")
@@ -55,6 +56,9 @@ def compute(model_dir: Path, *, dims: int | None, normalize: bool, query_prompt:
 
 
 def for_spec(spec: ModelSpec, model_dir: Path, dims: int | None = None, quantization: str = "fp32") -> str:
-    """:func:`compute` with the spec's dims (or ``dims``), normalization and prompts."""
-    return compute(model_dir, dims=dims or spec.dims, normalize=spec.normalize, query_prompt=spec.query_prompt,
+    """:func:`compute` with the spec's normalization and prompts and the model's output dims (``dims``,
+    else the spec's, else read from the directory's configs): one fingerprint per embedding space
+    however the model is named (registry name, alias, Hub repo id, local directory, bundled copy)."""
+    dims = dims or spec.dims or dims_from_dir(Path(model_dir))
+    return compute(model_dir, dims=dims, normalize=spec.normalize, query_prompt=spec.query_prompt,
                    document_prompt=spec.document_prompt, quantization=quantization)

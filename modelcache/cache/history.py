@@ -1,4 +1,4 @@
-"""The record of a locked that moved: which commit (and embedding space) a ``pull --upgrade`` replaced.
+"""The record of a lock entry that moved: which commit (and embedding space) a ``pull --upgrade`` replaced.
 
 The new weights name a new embedding space, so the old commit and its fingerprint are kept
 in the repo metadata (``previous_fingerprints``): stored vectors can then be found and
@@ -21,7 +21,7 @@ log = logging.getLogger("modelcache")
 
 def state_before_upgrade(store: CacheStore, lockfile: Lockfile, spec: ModelSpec, revision: str | None,
                          fingerprint: Callable[[ModelSpec, Path], str]) -> dict | None:
-    """The pinned commit and its fingerprint, taken before a pull moves the locked (or None)."""
+    """The locked commit and its fingerprint, taken before a pull moves the lock entry (or None)."""
     revision = revision or spec.revision
     locked = lockfile.get(spec.repo_id, revision)
     if locked is None:
@@ -38,7 +38,7 @@ def state_before_upgrade(store: CacheStore, lockfile: Lockfile, spec: ModelSpec,
 
 def record_upgrade(store: CacheStore, spec: ModelSpec, before: dict | None, commit: str | None,
                    dry_run: bool = False) -> dict | None:
-    """After a pull to ``commit``: if the locked moved away from ``before``, append the old commit and
+    """After a pull to ``commit``: if the lock entry moved away from ``before``, append the old commit and
     fingerprint to the repo metadata's ``previous_fingerprints``. Returns the record or None."""
     if before is None or commit is None or dry_run or commit == before["commit"]:
         return None

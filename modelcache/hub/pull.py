@@ -5,7 +5,7 @@ resolve the revision to a commit → list the files and their hashes → choose 
 backend needs (never pickle weights unless allowed) → disk preflight → download each missing
 file into a resumable .part file (see transfer.py; our retries) → verify size + hash +
 format → quarantine and re-fetch once on mismatch → move blobs in → publish the snapshot →
-write the ref, the locked and the metadata. Mirrors are tried in order.
+write the ref, the lock entry and the metadata (one publish transaction). Mirrors are tried in order.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from modelcache.errors import (
     OfflineError,
     UnsafeFileError,
 )
-from modelcache.hub.retry import RetryPolicy, RetryStats
+from modelcache.hub.deadline import Deadline
+from modelcache.hub.retry import RetryPolicy, RetryStats, describe
+from modelcache.origins import redact_url, token_for
 from modelcache.registry import PICKLE_PATTERNS, ModelSpec
 from modelcache.settings import Settings
 
@@ -50,6 +52,7 @@ class PullResult:
     commit: str
     snapshot: Path
     endpoint: str | None
+    """Where the files came from, as it may be shown (credentials redacted); None: the cache."""
     files: dict[str, FileExpectation]
     downloaded: list[str] = field(default_factory=list)
     bytes_downloaded: int = 0
@@ -144,9 +147,22 @@ class Puller:
 
         from modelcache.hub.remote import RemoteRepo
 
-        for endpoint in endpoints or self.settings.endpoints:
-            remote = RemoteRepo(endpoint, self.settings.token_value, self.settings.download.connect_timeout,
-                                policy, stats)
+        d = self.settings.download
+        pull_deadline = Deadline(d.pull_deadline_s, f"pull {spec.repo_id}", "download.pull_deadline_s",
+                                 hint="no further endpoint is tried (raise download.pull_deadline_s for a slow "
+                                      "but working link)")
+        chain = list(endpoints or self.settings.endpoints)
+        for i, endpoint in enumerate(chain):
+            shown = redact_url(endpoint)
+            if pull_deadline.expired():
+                for rest in chain[i:]:
+                    failures[redact_url(rest)] = (f"not tried: the pull's deadline (download.pull_deadline_s = "
+                                                  f"{d.pull_deadline_s:g} s) was spent")
+                break
+            remote = RemoteRepo(endpoint, token_for(self.settings, endpoint), d.connect_timeout, policy, stats,
+                                deadline=pull_deadline.child(None, f"pull {spec.repo_id} from {shown}"),
+                                request_deadline_s=d.file_deadline_min_s,
+                                read_timeout=self.settings.model_cache.download_timeout)
             try:
                 if dry_run:
                     return self._plan(spec, revision, target, remote, allow_pickle, include, stats)
@@ -156,10 +172,11 @@ class Puller:
                     return self._pull_from(spec, revision, target, remote, allow_pickle, include, stats)
             except (UnsafeFileError, DiskSpaceError, IntegrityError):
                 raise  # the same on every endpoint: no failover
-            except (OSError, ValueError, http.HTTPError) as exc:  # HTTP (HfHubHTTPError is an OSError),
-                # transport, a bad answer: recorded for this endpoint, next endpoint, then DownloadError
-                failures[endpoint] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-                log.warning("pull %s from %s failed: %s", spec.repo_id, endpoint, failures[endpoint])
+            except (OSError, ValueError, http.HTTPError, http.InvalidURL) as exc:  # HTTP (HfHubHTTPError is an
+                # OSError), transport, DNS, a deadline passed, a bad or hostile answer: recorded for this
+                # endpoint, next endpoint, then DownloadError
+                failures[shown] = describe(exc)
+                log.warning("pull %s from %s failed: %s", spec.repo_id, shown, failures[shown])
         metrics.record_download_failure(spec.repo_id, stats)
         raise DownloadError(spec.repo_id, failures)
 
@@ -168,7 +185,7 @@ class Puller:
         files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
         missing = [p for p, e in files.items() if not self._have(spec.repo_id, commit, e)]
         return PullResult(spec.repo_id, revision, commit, self.store.snapshot_dir(spec.repo_id, commit),
-                          remote.endpoint, files, downloaded=missing,
+                          remote.shown, files, downloaded=missing,
                           bytes_downloaded=sum(files[p].size or 0 for p in missing), dry_run=True, stats=stats)
 
     def _have(self, repo_id: str, commit: str, exp: FileExpectation) -> bool:
@@ -196,13 +213,13 @@ class Puller:
         with self.store.staging() as staging:
             self._fetch_all(spec.repo_id, commit, missing, remote, staging, stats)
             snapshot = publish(self.store, self.lockfile, repo_id=spec.repo_id, revision=revision, commit=commit,
-                               files=files, staging=staging, source=remote.endpoint, verified=missing,
+                               files=files, staging=staging, source=remote.shown, verified=missing,
                                lock=include is None)
-        result = PullResult(spec.repo_id, revision, commit, snapshot, remote.endpoint, files,
+        result = PullResult(spec.repo_id, revision, commit, snapshot, remote.shown, files,
                             downloaded=sorted(missing), bytes_downloaded=sum(e.size or 0 for e in missing.values()),
                             seconds=time.perf_counter() - t0, stats=stats)
         log.info("pulled %s@%s (%s) from %s: %d files, %d bytes in %.1fs", spec.repo_id, revision,
-                 commit[:12], remote.endpoint, len(missing), result.bytes_downloaded, result.seconds)
+                 commit[:12], remote.shown, len(missing), result.bytes_downloaded, result.seconds)
         metrics.observe_pull(result)
         return result
 
@@ -223,25 +240,39 @@ class Puller:
             try:
                 for future in as_completed(futures):
                     future.result()
-            except BaseException:
+            except BaseException as exc:
                 for future in futures:
                     future.cancel()
+                if remote.deadline is not None and not isinstance(exc, DiskSpaceError):
+                    # files in flight stop at their next read, not at their own deadline (on a full
+                    # disk they meet ENOSPC themselves and remove their partial file)
+                    remote.deadline.abort(f"another file of this pull failed ({type(exc).__name__})")
                 raise
+
+    def _file_deadline(self, exp: FileExpectation, what: str, parent: Deadline | None) -> Deadline:
+        """max(download.file_deadline_min_s, size at download.min_rate_kbps), within ``parent``."""
+        d = self.settings.download
+        seconds = max(d.file_deadline_min_s, (exp.size or 0) * 8 / (d.min_rate_kbps * 1000))
+        setting = "download.file_deadline_min_s / download.min_rate_kbps"
+        return Deadline(seconds, what, setting, parent=parent)
 
     def _fetch_verified(self, repo_id: str, commit: str, exp: FileExpectation, remote: RemoteRepo,
                         staging: Path, stats: RetryStats) -> Path:
         """Download one file (resumable), verify it, move it into blobs/. Re-fetch once on mismatch."""
         part = self.store.partial_path(repo_id, exp.blob_name)
         for attempt in (1, 2):
+            what = f"download {repo_id}/{exp.path} from {remote.shown}"
+            deadline = self._file_deadline(exp, what, remote.deadline)
+
             def fetch() -> int:
                 from modelcache.hub.transfer import fetch_to_part
 
                 return fetch_to_part(repo_id, exp.path, commit, part, endpoint=remote.endpoint,
                                      token=remote.token, expected_size=exp.size, timeout=remote.timeout,
-                                     read_timeout=self.settings.model_cache.download_timeout)
+                                     read_timeout=self.settings.model_cache.download_timeout, deadline=deadline)
 
             try:
-                stats.bytes_received += remote.policy.call(fetch, f"download {repo_id}/{exp.path}", stats)
+                stats.bytes_received += remote.policy.call(fetch, what, stats, deadline=deadline)
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise

@@ -1,21 +1,29 @@
 """Retries with exponential backoff that honour Retry-After (tenacity underneath).
 
 huggingface_hub retries a GET only on 408/429; we also retry 5xx, connection resets and
-truncated bodies, and give up at once on answers that will not change (404, 401, 403).
+truncated bodies, and network failures (DNS, connection refused), and give up at once on
+answers that will not change (404, 401, 403) and on a deadline passed (the endpoint is too slow:
+the pull moves on to the next one, see :mod:`modelcache.hub.deadline`). With a deadline, no retry
+waits past it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from modelcache.errors import TruncatedBodyError
+from modelcache.hub.deadline import DeadlineExceededError
+from modelcache.origins import redact_text
 
 if TYPE_CHECKING:  # the HTTP stack is imported on first use: a cached load never needs it
     from tenacity import RetryCallState
+
+    from modelcache.hub.deadline import Deadline
 
 log = logging.getLogger("modelcache")
 T = TypeVar("T")
@@ -79,7 +87,11 @@ def is_retryable(exc: BaseException) -> bool:
         RevisionNotFoundError,
     )
 
+    if isinstance(exc, DeadlineExceededError):
+        return False  # too slow: the next endpoint, not the same one again
     exc = root_http_error(exc)
+    if isinstance(exc, DeadlineExceededError):
+        return False
     if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError, OfflineModeIsEnabled)):
         return False
     if isinstance(exc, HfHubHTTPError):
@@ -91,6 +103,22 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     # huggingface_hub's own downloads raise a plain OSError when a body ends short of its Content-Length
     return isinstance(exc, OSError) and "Consistency check failed" in str(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failure, URLs redacted; a DNS failure or a refused connection says so."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    cause: BaseException | None = exc
+    seen = 0
+    while cause is not None and seen < 8:
+        if isinstance(cause, socket.gaierror):
+            text = f"DNS lookup failed, the host name does not resolve ({text or cause})"
+            break
+        if isinstance(cause, ConnectionRefusedError):
+            text = f"connection refused, nothing listens there ({text or cause})"
+            break
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return redact_text(f"{type(exc).__name__}: {text}")[:300]
 
 
 @dataclass
@@ -117,9 +145,13 @@ class RetryPolicy:
         delay = min(self.backoff_max, self.backoff_base * 2 ** (state.attempt_number - 1))
         return delay * (0.5 + random.random() / 2)  # jitter: never all clients at once
 
-    def call(self, fn: Callable[[], T], what: str, stats: RetryStats | None = None) -> T:
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+    def call(self, fn: Callable[[], T], what: str, stats: RetryStats | None = None,
+             deadline: Deadline | None = None) -> T:
+        """``fn()`` with retries; with ``deadline``, a retry that would wait past it is not made
+        (the last error is raised)."""
+        from tenacity import Retrying, retry_if_exception
 
+        what = redact_text(what)
         stats = stats if stats is not None else RetryStats()
 
         def before_sleep(state: RetryCallState) -> None:
@@ -128,17 +160,20 @@ class RetryPolicy:
             stats.waited_s += state.upcoming_sleep
             if status_of(exc) == 429:
                 stats.rate_limited += 1
-            stats.errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(exc).__name__,
-                        str(exc).splitlines()[0][:200] if str(exc) else "", state.attempt_number,
-                        self.retries, state.upcoming_sleep)
+            stats.errors.append(redact_text(f"{type(exc).__name__}: {exc}")[:300])
+            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, describe(exc)[:240] if exc else "",
+                        state.attempt_number, self.retries, state.upcoming_sleep)
+
+        def stop(state: RetryCallState) -> bool:  # out of attempts, or the wait would pass the deadline
+            return state.attempt_number >= self.retries + 1 or (
+                deadline is not None and deadline.remaining() <= state.upcoming_sleep)
 
         def counted() -> T:
             stats.attempts += 1
             return fn()
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.retries + 1),
+            stop=stop,
             wait=self._wait,
             retry=retry_if_exception(is_retryable),
             before_sleep=before_sleep,

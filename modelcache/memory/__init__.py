@@ -1,2 +1,2 @@
-"""Agent memory, framework-free: the memory index (keyword search), rank fusion, keeping the vector
-store in step, and the router both adapters' retrievers delegate to."""
+"""Agent memory, framework-free: the memory database (SQLite + FTS5, the source of truth), rank
+fusion, and the engine both adapters' managed vector stores are built on."""

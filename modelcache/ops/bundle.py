@@ -278,7 +278,7 @@ def _verify_staged(root: Path, manifest: dict, known: dict[str, str], bar: tqdm)
             raise BundleIntegrityError(path, "sha256", info["sha256"], digest)
         if known.get(path) and known[path] != digest:
             raise BundleIntegrityError(path, "sha256 (registry/lockfile vs bundle)", known[path], digest,
-                                 detail="the bundle holds different content than locked")
+                                 detail="the bundle holds different content than the lock entry")
         if len(info["blob"]) == 40 and git_blob_sha1(f) != info["blob"]:
             raise BundleIntegrityError(path, "git-sha1", info["blob"], git_blob_sha1(f))
         try:

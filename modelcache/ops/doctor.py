@@ -64,20 +64,23 @@ def check_endpoint(mgr: ModelManager, endpoint: str, timeout: float) -> Check:
     """One endpoint: does it answer for the configured model within ``timeout`` seconds?"""
     spec = mgr.spec(mgr.settings.model)
     repo_id, revision = spec.repo_id, spec.revision
+    from modelcache.origins import redact_url, token_for
+
     url = f"{endpoint.rstrip('/')}/api/models/{repo_id}/revision/{revision}"
+    shown, url_shown = redact_url(endpoint), redact_url(url)
     t0 = time.perf_counter()
     try:
-        response = get_session().get(url, headers=build_hf_headers(token=mgr.settings.token_value),
+        response = get_session().get(url, headers=build_hf_headers(token=token_for(mgr.settings, endpoint)),
                                      timeout=timeout, follow_redirects=True)
     except Exception as exc:  # noqa: BLE001 - any transport failure means unreachable
-        return Check(f"endpoint:{endpoint}", DEGRADED, f"unreachable ({type(exc).__name__}: "
-                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", {"url": url})
+        return Check(f"endpoint:{shown}", DEGRADED, f"unreachable ({type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", {"url": url_shown})
     ms = round((time.perf_counter() - t0) * 1000)
-    data = {"url": url, "status_code": response.status_code, "ms": ms}
+    data = {"url": url_shown, "status_code": response.status_code, "ms": ms}
     if response.status_code < 300:
-        return Check(f"endpoint:{endpoint}", OK, f"answers in {ms} ms", data)
+        return Check(f"endpoint:{shown}", OK, f"answers in {ms} ms", data)
     hint = " (check the token or the model id)" if response.status_code in (401, 403, 404) else ""
-    return Check(f"endpoint:{endpoint}", DEGRADED, f"reachable but {repo_id}@{revision} answered HTTP "
+    return Check(f"endpoint:{shown}", DEGRADED, f"reachable but {repo_id}@{revision} answered HTTP "
                  f"{response.status_code}{hint}", data)
 
 

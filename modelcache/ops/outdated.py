@@ -41,13 +41,15 @@ def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str
     from modelcache.hub.remote import (
         RemoteRepo,  # the HTTP stack only when we ask the Hub
     )
+    from modelcache.origins import redact_url, token_for
 
     last: Exception | None = None
     for endpoint in endpoints:
-        remote = RemoteRepo(endpoint, mgr.settings.token_value, timeout, RetryPolicy(retries=1, backoff_base=0.2),
+        remote = RemoteRepo(endpoint, token_for(mgr.settings, endpoint), timeout,
+                            RetryPolicy(retries=1, backoff_base=0.2),
                             RetryStats())
         try:
-            return remote.resolve(repo_id, revision), endpoint
+            return remote.resolve(repo_id, revision), redact_url(endpoint)
         except Exception as exc:  # noqa: BLE001 - try the next mirror, report the last failure
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -58,7 +60,7 @@ def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str
 
 def outdated(mgr: ModelManager, models: list[str] | None = None, endpoints: list[str] | None = None,
              timeout: float = 10.0) -> list[OutdatedEntry]:
-    """Every locked on a branch or tag, with the commit the Hub resolves it to now.
+    """Every lock entry on a branch or tag, with the commit the Hub resolves it to now.
 
     ``models`` limits the check (names, aliases or repo ids). Entries locked to a commit hash cannot move
     and are skipped. A failure to reach the Hub is reported per entry, not raised.

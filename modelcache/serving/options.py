@@ -61,6 +61,12 @@ class EmbeddingOptions(BaseModel):
     config: str | None = None
     """A modelcache YAML config file for everything else. None: MODELCACHE_CONFIG."""
 
+    token: str | None = Field(default=None, repr=False)
+    """Hub token for private models (sent to the Hub endpoint only, never shown). None: HF_TOKEN and friends."""
+
+    max_length: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Truncate texts at this many tokens (sentence-transformers' max_seq_length). None: the model's."""
+
 
 #: the adapters' fields that configure the service (besides the model name)
 OPTION_FIELDS = tuple(EmbeddingOptions.model_fields)
@@ -70,7 +76,8 @@ def settings_from_options(config: str | Path | dict | Settings | None = None, *,
                           fallback_models: Sequence[str] | None = None, fallback_strategy: str | None = None,
                           backend: str | None = None, device: str | None = None,
                           cache_dir: str | Path | None = None, endpoints: Sequence[str] | None = None,
-                          batch_size: int | None = None, offline: bool | None = None) -> Settings:
+                          batch_size: int | None = None, offline: bool | None = None,
+                          token: str | None = None) -> Settings:
     """Settings from the adapters' flat fields; None means "as configured" (env, config file)."""
     if isinstance(config, Settings):
         data = config.model_dump(exclude_none=True)
@@ -83,7 +90,7 @@ def settings_from_options(config: str | Path | dict | Settings | None = None, *,
     fallback = {k: v for k, v in (("models", list(fallback_models) if fallback_models is not None else None),
                                   ("strategy", fallback_strategy)) if v is not None}
     return load_settings(
-        config, model=model, offline=offline,
+        config, model=model, offline=offline, token=token,
         embedding=embedding or None, fallback=fallback or None,
         model_cache={"directory": str(cache_dir)} if cache_dir is not None else None,
         download={"endpoints": list(endpoints)} if endpoints is not None else None,

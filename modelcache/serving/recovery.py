@@ -10,12 +10,38 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from modelcache.errors import DeadlineExceededError
 
 if TYPE_CHECKING:
     from modelcache.serving.tiers import Tier
 
 log = logging.getLogger("modelcache")
+
+
+def call_within(fn: Callable[[], Any], seconds: float, what: str, setting: str) -> Any:
+    """``fn()`` in a worker thread, waited for at most ``seconds``: past it, :class:`DeadlineExceededError`
+    (the caller moves on: the next tier serves) while ``fn`` finishes in its thread — a model it
+    loads lands in the manager's pool, and recovery switches back to it."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"modelcache-{what}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise DeadlineExceededError(what, seconds, setting,
+                                    hint="the next tier serves meanwhile; the load goes on in the background")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 class RecoveryMixin:

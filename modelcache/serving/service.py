@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,11 +40,16 @@ import numpy as np
 
 from modelcache import metrics
 from modelcache.backends.hashed import HashedEncoder
-from modelcache.errors import BatcherClosedError, ModelUnavailableError, OverloadedError
+from modelcache.errors import (
+    BatcherClosedError,
+    EmbeddingSpaceWarning,
+    ModelUnavailableError,
+    OverloadedError,
+)
 from modelcache.registry import ModelSpec, Registry, get_registry
 from modelcache.serving.batching import MicroBatcher
 from modelcache.serving.options import settings_from_options
-from modelcache.serving.recovery import RecoveryMixin
+from modelcache.serving.recovery import RecoveryMixin, call_within
 from modelcache.serving.tiers import DEFAULT_DIMS, Strategy, Tier, TierPlan, _reason
 from modelcache.settings import Settings, load_settings
 from modelcache.texts import check_texts
@@ -72,7 +78,7 @@ class EmbeddingService(RecoveryMixin):
                  revision: str | None = None, fallback_models: Sequence[str] | None = None,
                  strategy: Strategy | None = None, query_prompt: str | None = None,
                  document_prompt: str | None = None, normalize: bool | None = None,
-                 dims: int | None = None, manager: ModelManager | None = None,
+                 max_length: int | None = None, dims: int | None = None, manager: ModelManager | None = None,
                  registry: Registry | None = None, background_recovery: bool = True):
         self.settings = settings if isinstance(settings, Settings) else load_settings(settings)
         self.model = model or self.settings.model
@@ -82,7 +88,8 @@ class EmbeddingService(RecoveryMixin):
         if self.strategy not in ("auto", "manual", "strict"):
             raise ValueError(f"strategy must be auto, manual or strict; got {self.strategy!r}")
         self.overrides = {k: v for k, v in (("query_prompt", query_prompt), ("document_prompt", document_prompt),
-                                            ("normalize", normalize)) if v is not None}
+                                            ("normalize", normalize), ("max_seq_length", max_length))
+                          if v is not None}
         self._dims_hint = dims
         self._manager = manager
         self._registry = registry or (manager.registry if manager is not None else None)
@@ -105,14 +112,15 @@ class EmbeddingService(RecoveryMixin):
                      endpoints: Sequence[str] | None = None, normalize: bool | None = None,
                      batch_size: int | None = None, offline: bool | None = None, query_prompt: str | None = None,
                      document_prompt: str | None = None, config: str | Path | dict | Settings | None = None,
+                     token: str | None = None, max_length: int | None = None,
                      **service_kwargs: Any) -> EmbeddingService:
         """The service for the adapters' flat fields (None: as configured)."""
         settings = settings_from_options(config, model=model, fallback_models=fallback_models,
                                          fallback_strategy=fallback_strategy, backend=backend, device=device,
                                          cache_dir=cache_dir, endpoints=endpoints, batch_size=batch_size,
-                                         offline=offline)
+                                         offline=offline, token=token)
         return cls(settings, model, revision=revision, query_prompt=query_prompt,
-                   document_prompt=document_prompt, normalize=normalize, **service_kwargs)
+                   document_prompt=document_prompt, normalize=normalize, max_length=max_length, **service_kwargs)
 
     # -- wiring -------------------------------------------------------------------------
     @property
@@ -177,6 +185,15 @@ class EmbeddingService(RecoveryMixin):
         if self._preferred_fp is not None and tier.fingerprint is not None:
             return tier.fingerprint == self._preferred_fp
         return tier.same_space
+
+    def in_space(self, fingerprint: str | None) -> bool:
+        """Whether vectors of ``fingerprint`` are in the preferred model's embedding space."""
+        if fingerprint is None:
+            return False
+        if self._preferred_fp is not None:
+            return fingerprint == self._preferred_fp
+        tier = next((t for t in self.tiers if t.fingerprint == fingerprint), None)
+        return tier is not None and self._same_space(tier)
 
     @property
     def degraded(self) -> bool:
@@ -250,10 +267,18 @@ class EmbeddingService(RecoveryMixin):
         if self.degraded:
             if not self._warned_degraded:
                 self._warned_degraded = True
-                log.warning("embeddings are degraded: using %s (%s) instead of %s; its vectors are in "
-                            "another space (fingerprint %s), retrievers answer from BM25 until reindex()",
-                            tier.name, tier.model, self.model, tier.fingerprint)
+                message = (f"embeddings are degraded: they left the embedding space of {self.model}: now {tier.name} "
+                           f"({tier.model}, "
+                           f"fingerprint {tier.fingerprint}); its vectors are not comparable with the model's. "
+                           "Managed stores keep new memories pending and answer by keyword until the model is back")
+                log.warning(message)
+                warnings.warn(EmbeddingSpaceWarning(message), stacklevel=2)
         else:
+            if self._warned_degraded:
+                message = (f"embeddings are back in the embedding space of {self.model}: {tier.name} ({tier.model}, "
+                           f"fingerprint {tier.fingerprint})")
+                log.warning(message)
+                warnings.warn(EmbeddingSpaceWarning(message), stacklevel=2)
             self._warned_degraded = False
 
     def _chain(self) -> list[Tier]:
@@ -270,7 +295,7 @@ class EmbeddingService(RecoveryMixin):
             if not self._cooled_down(tier):
                 continue
             try:  # in the caller's thread: fail fast, background recovery retries fully
-                encoder = self._load(tier, retries=self.settings.fallback.first_try_retries)
+                encoder = self._load_within_deadline(tier)
             except Exception as exc:  # noqa: BLE001 - any tier failure moves down the chain, reason recorded
                 self._fail(tier, exc)
                 continue
@@ -279,6 +304,14 @@ class EmbeddingService(RecoveryMixin):
             return tier
         failures = {t.name: t.reason or "cooling down" for t in self.tiers if t.ok is False or not t.enabled}
         raise ModelUnavailableError(self.model, failures or {"chain": "no tier is enabled"})
+
+    def _load_within_deadline(self, tier: Tier) -> Any:
+        """``_load`` in the caller's thread, bounded by ``fallback.first_load_deadline_s``."""
+        fb = self.settings.fallback
+        load = lambda: self._load(tier, retries=fb.first_try_retries)  # noqa: E731
+        if tier.kind == "keyword" or not fb.first_load_deadline_s:
+            return load()
+        return call_within(load, fb.first_load_deadline_s, f"loading {tier.model}", "fallback.first_load_deadline_s")
 
     def ensure_active(self) -> str:
         """Load the best working tier if none is active; return its fingerprint."""
@@ -344,6 +377,11 @@ class EmbeddingService(RecoveryMixin):
     def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
         """Vectors for ``texts`` (float32, shape (n, dims)); ``kind`` picks the query/document prompt."""
         return self.encode(texts, kind)[0]
+
+    async def aencode(self, texts: Sequence[str], kind: str = "document") -> tuple[np.ndarray, str | None]:
+        """:meth:`encode` in a worker thread, so the event loop keeps running."""
+        texts = check_texts(texts)
+        return await asyncio.to_thread(self.encode, texts, kind)
 
     async def aembed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
         """:meth:`embed` in a worker thread, so the event loop keeps running."""

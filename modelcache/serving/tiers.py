@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from modelcache.backends.modelfiles import dims_from_dir
+from modelcache.cache.modelfiles import dims_from_dir
 from modelcache.registry import ModelSpec
 from modelcache.settings import FallbackSection
 

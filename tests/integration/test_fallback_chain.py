@@ -1,9 +1,10 @@
 """The fallback chain end to end, against the local Hub behind the fault proxy.
 
 Hub down + empty cache → bundled (same vectors and fingerprint as the Hub's model); bundled
-missing → keyword mode, retrievers still find the memory; preferred back → recovery; space
-change → BM25 until reindex(); strict → error; interrupted reindex resumes; the same text
-gives the same vector through both frameworks.
+missing → keyword mode, retrievers still find the memory (and a bare embeddings object raises);
+preferred back → recovery; another model's space → keyword answers and the store gets nothing
+until the model is back, then the pending memories go in by themselves; strict → error; an
+interrupted sync resumes; the same text gives the same vector through both frameworks.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ import numpy as np
 import pytest
 import yaml
 from langchain_core.vectorstores import InMemoryVectorStore
-from llama_index.core import VectorStoreIndex
 
 from langchain_modelcache import FallbackRetriever as LCRetriever
 from langchain_modelcache import ManagedEmbeddings
-from llamaindex_modelcache import FallbackRetriever as LIRetriever
 from llamaindex_modelcache import ManagedEmbedding
 from modelcache.backends.hashed import HashedEncoder
 from modelcache.errors import ModelUnavailableError
 from modelcache.manager import ModelManager
-from modelcache.memory.index import FINGERPRINT_KEY
+from modelcache.memory.records import ID_KEY
 from modelcache.serving.service import EmbeddingService
 from modelcache.settings import load_settings
 from tests.support.fault_proxy import FaultProxy
@@ -102,27 +101,25 @@ def test_first_embed_fails_fast_on_a_dead_hub(proxy: FaultProxy) -> None:
 def test_bundled_missing_gives_keyword_mode_and_memory_still_answers(tmp_path: Path) -> None:
     config = config_file(tmp_path, {"offline": True, "fallback": {"bundled": False}})
     lc = ManagedEmbeddings(config=config)
-    li = ManagedEmbedding(config=config)
-    lc_memory = LCRetriever(vectorstore=InMemoryVectorStore(lc), k=2)
-    li_memory = LIRetriever(VectorStoreIndex([], embed_model=li), similarity_top_k=2)
+    lc_store = InMemoryVectorStore(lc)
+    lc_memory = LCRetriever(vectorstore=lc_store, k=2, memory_dir=tmp_path / "lc-memory")
     lc_memory.add_texts(list(MEMORIES.values()), ids=list(MEMORIES))
-    li_memory.add_texts(list(MEMORIES.values()), ids=list(MEMORIES))
 
-    for emb in (lc, li):
+    for emb in (lc,):  # the LlamaIndex side: test_llamaindex_retriever.py
         assert emb.active_tier == "keyword" and emb.degraded
         assert emb.fingerprint == "keyword-hash-384"
         tiers = {t["name"]: t for t in emb.status()["tiers"]}
         assert tiers["bundled"]["enabled"] is False and "fallback.bundled" in tiers["bundled"]["reason"]
         assert tiers["preferred"]["ok"] is False
-    vector = lc.embed_query("where is the car parked?")
-    assert len(vector) == 384 and abs(np.linalg.norm(vector) - 1) < 1e-5  # stores never break
+    with pytest.raises(ModelUnavailableError, match="allow_degraded"):  # never another space silently
+        lc.embed_query("where is the car parked?")
+    vector = ManagedEmbeddings(config=config, allow_degraded=True).embed_query("where is the car parked?")
+    assert len(vector) == 384 and abs(np.linalg.norm(vector) - 1) < 1e-5  # opted in: keyword vectors
 
     docs = lc_memory.invoke("where is the car parked?")
-    assert docs[0].id == "car" and docs[0].metadata["retrieved_by"] == "bm25"
-    nodes = li_memory.retrieve("where is the car parked?")
-    assert nodes[0].node.node_id == "car" and nodes[0].node.metadata["retrieved_by"] == "bm25"
+    assert docs[0].id == "car" and docs[0].metadata["memory_search"] == "keyword"
     assert lc_memory.invoke("green tea for Alice")[0].id == "tea"
-    assert li_memory.retrieve("green tea for Alice")[0].node.node_id == "tea"
+    assert len(lc_store.store) == 0  # the store received no vector
 
 
 def test_keyword_mode_fails_once_in_the_log_and_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -168,32 +165,31 @@ def _space_change_embeddings(tmp_path: Path, proxy: FaultProxy, tiny_model_dir_v
                              fallback_strategy="manual", config=config_file(tmp_path, chain_config(proxy.endpoint)))
 
 
-def test_space_change_answers_from_bm25_until_reindex(proxy: FaultProxy, tiny_model_dir_v2: Path,
-                                                      tmp_path: Path) -> None:
+def test_other_space_answers_by_keyword_until_the_model_is_back(proxy: FaultProxy, tiny_model_dir_v2: Path,
+                                                                 tmp_path: Path) -> None:
     emb = _space_change_embeddings(tmp_path, proxy, tiny_model_dir_v2)
-    memory = LCRetriever(vectorstore=InMemoryVectorStore(emb), k=3)
+    store = InMemoryVectorStore(emb)
+    memory = LCRetriever(vectorstore=store, k=3, memory_dir=tmp_path / "memory", sync_interval_s=0.1)
     proxy.down()
     memory.add_texts(list(MEMORIES.values()), ids=list(MEMORIES))
     assert emb.active_tier.startswith("fallback:") and emb.degraded  # another model's space
     old_fp = emb.fingerprint
-    assert memory.invoke("car garage")[0].metadata["retrieved_by"] == "bm25"
-
-    proxy.up()
-    time.sleep(COOL_DOWN + 0.05)
-    assert emb.service.try_recover()
-    assert emb.active_tier == "preferred" and not emb.degraded and emb.fingerprint != old_fp
-    docs = memory.invoke("car garage")  # vectors in the store are v2's: keyword answers
-    assert docs[0].id == "car" and docs[0].metadata["retrieved_by"] == "bm25"
-    assert memory.status()["query_mode"] == "bm25"
-
-    report = memory.reindex(progress=False)
-    assert report.reembedded == len(MEMORIES) and report.target == emb.fingerprint
     docs = memory.invoke("car garage")
-    assert docs and {d.metadata["retrieved_by"] for d in docs} == {"vector"}
-    stored = memory.vectorstore.get_by_ids(list(MEMORIES))
-    assert len(stored) == len(MEMORIES) and {d.metadata[FINGERPRINT_KEY] for d in stored} == {emb.fingerprint}
+    assert docs[0].id == "car" and docs[0].metadata["memory_search"] == "keyword"
+    assert len(store.store) == 0 and memory.status()["pending"] == len(MEMORIES)  # no v2 vector went in
+
+    proxy.up()  # nobody calls reindex(): the background sync recovers the model and writes the pending ones
+    assert memory.wait_synced(timeout=60)
+    assert emb.active_tier == "preferred" and not emb.degraded and emb.fingerprint != old_fp
+    assert memory.status()["store_fingerprints"] == {emb.fingerprint: len(MEMORIES)}
+    docs = memory.invoke("car garage")
+    assert docs and {d.metadata["memory_search"] for d in docs} == {"vector"}
+    stored = store.get_by_ids(list(MEMORIES))
+    assert sorted(d.metadata[ID_KEY] for d in stored) == sorted(MEMORIES)  # each exactly once
     hybrid = memory.invoke("car garage", mode="hybrid")
-    assert hybrid[0].id == "car" and hybrid[0].metadata["retrieved_by"] == "hybrid"
+    assert hybrid[0].id == "car" and hybrid[0].metadata["memory_search"] == "hybrid"
+    assert memory.reindex().pending == 0  # the old name still works
+    memory.close()
 
 
 # -- strict → error -------------------------------------------------------------------------
@@ -233,89 +229,59 @@ def test_manual_uses_only_listed_tiers(tmp_path: Path) -> None:
         none.embed(["hi"])
 
 
-# -- interrupted reindex resumes --------------------------------------------------------------
+# -- interrupted sync resumes ----------------------------------------------------------------
 
 
 class Interrupt(Exception):
     pass
 
 
-def test_interrupted_reindex_resumes_without_loss_or_duplicates(proxy: FaultProxy, tiny_model_dir_v2: Path,
-                                                                tmp_path: Path) -> None:
-    pytest.importorskip("faiss")
+def test_interrupted_sync_resumes_without_loss_or_duplicates(proxy: FaultProxy, tiny_model_dir_v2: Path,
+                                                             tmp_path: Path) -> None:
+    faiss = pytest.importorskip("faiss")
     faiss_mod = pytest.importorskip("langchain_community.vectorstores")
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+
+    from langchain_modelcache import ManagedVectorStore
+
     texts = {f"m{i:03d}": f"memory number {i} about topic {i % 7} and item {i * 13 % 97}" for i in range(45)}
     emb = _space_change_embeddings(tmp_path, proxy, tiny_model_dir_v2)
     proxy.down()
-    emb.embed_query("warm up")  # on the fallback (v2) model
-    store = faiss_mod.FAISS.from_texts(["seed"], emb, ids=["seed"])
-    store.delete(["seed"])
+    store = faiss_mod.FAISS(emb, faiss.IndexFlatL2(32), InMemoryDocstore(), {})
     saved = tmp_path / "faiss"
-    memory = LCRetriever(vectorstore=store, persist_dir=tmp_path / "memory",
-                         persist_store=lambda: store.save_local(str(saved)))
+    memory = ManagedVectorStore(store, tmp_path / "memory", store_key="faiss:test", batch_size=10,
+                                background=False, persist=lambda: store.save_local(str(saved)))
     memory.add_texts(list(texts.values()), ids=list(texts))
+    assert emb.degraded and store.index.ntotal == 0  # on the fallback (v2) model: all pending
     proxy.up()
     time.sleep(COOL_DOWN + 0.05)
+    assert emb.service.try_recover() and emb.active_tier == "preferred"
 
-    real_add, calls = store.add_texts, {"n": 0}
+    real_add, calls = store.add_embeddings, {"n": 0}
 
     def flaky_add(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise Interrupt("killed mid-reindex")
+            raise Interrupt("killed mid-sync")
         return real_add(*args, **kwargs)
 
-    store.add_texts = flaky_add
+    store.add_embeddings = flaky_add
     with pytest.raises(Interrupt):
-        memory.reindex(batch_size=10, progress=False)
-    assert emb.active_tier == "preferred"
-    checkpoint = tmp_path / "memory" / "reindex_checkpoint.json"
-    assert checkpoint.exists()
-    counts = memory.memory.fingerprints()
-    assert counts[emb.fingerprint] == 20 and sum(counts.values()) == len(texts)  # 2 batches done, none lost
-    assert memory.invoke("topic 3 item 39")[0].metadata["retrieved_by"] == "bm25"  # mixed: keyword answers
+        memory.sync(progress=False)
+    status = memory.status()
+    assert status["store_fingerprints"] == {emb.fingerprint: 20} and status["pending"] == len(texts) - 20
+    assert memory.similarity_search("topic 3 item 39", k=1)[0].metadata["memory_search"] == "keyword"  # partial
 
-    store.add_texts = real_add
-    report = memory.reindex(batch_size=10, progress=False)
-    assert report.resumed and report.reembedded == len(texts) - 20 and not checkpoint.exists()
+    store.add_embeddings = real_add
+    report = memory.sync(progress=False)
+    assert report.written == len(texts) - 20 and report.pending == 0
     assert store.index.ntotal == len(texts)
-    ids = sorted(store.index_to_docstore_id.values())
-    assert ids == sorted(texts)  # each memory exactly once
-    assert memory.invoke("topic 3 item 39")[0].metadata["retrieved_by"] == "vector"
+    assert sorted(store.index_to_docstore_id.values()) == sorted(texts)  # each memory exactly once
+    assert memory.similarity_search("topic 3 item 39", k=1)[0].metadata["memory_search"] == "vector"
+    memory.close()
 
     reopened = faiss_mod.FAISS.load_local(str(saved), emb, allow_dangerous_deserialization=True)
     assert reopened.index.ntotal == len(texts)
-
-
-def test_interrupted_reindex_resumes_llamaindex(proxy: FaultProxy, tiny_model_dir_v2: Path, tmp_path: Path) -> None:
-    texts = {f"n{i:02d}": f"note {i} on subject {i % 5}" for i in range(25)}
-    config = config_file(tmp_path, chain_config(proxy.endpoint))
-    emb = ManagedEmbedding(model=TINY_REPO, revision="v1.0", fallback_models=[str(tiny_model_dir_v2)],
-                           fallback_strategy="manual", config=config)
-    proxy.down()
-    memory = LIRetriever(VectorStoreIndex([], embed_model=emb), persist_dir=tmp_path / "li")
-    memory.add_texts(list(texts.values()), ids=list(texts))
-    proxy.up()
-    time.sleep(COOL_DOWN + 0.05)
-    real_insert, calls = memory.index.insert_nodes, {"n": 0}
-
-    def flaky_insert(nodes, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Interrupt("killed")
-        return real_insert(nodes, **kwargs)
-
-    memory.index.insert_nodes = flaky_insert
-    with pytest.raises(Interrupt):
-        memory.reindex(batch_size=10, progress=False)
-    memory.index.insert_nodes = real_insert
-    report = memory.reindex(batch_size=10, progress=False)
-    assert report.resumed and report.reembedded == 15
-    reopened = LIRetriever.load(tmp_path / "li", emb)
-    assert sorted(reopened.index.index_struct.nodes_dict) == sorted(texts)
-    assert len(reopened.index.vector_store.data.embedding_dict) == len(texts)
-    assert set(reopened.memory.fingerprints()) == {emb.fingerprint}
-    assert reopened.retrieve("note 7")[0].node.metadata["retrieved_by"] == "vector"
 
 
 # -- same text, same vector, through either framework ---------------------------------------
@@ -332,7 +298,7 @@ def test_same_vector_through_both_frameworks(tiny_model_dir: Path, tmp_path: Pat
 
 def test_same_keyword_vector_through_both_frameworks(tmp_path: Path) -> None:
     config = config_file(tmp_path, {"offline": True, "fallback": {"bundled": False}})
-    lc, li = ManagedEmbeddings(config=config), ManagedEmbedding(config=config)
+    lc, li = ManagedEmbeddings(config=config, allow_degraded=True), ManagedEmbedding(config=config, allow_degraded=True)
     text = "Spare house keys are in the blue drawer"
     assert lc.embed_query(text) == li.get_query_embedding(text)
     assert np.allclose(lc.embed_query(text), HashedEncoder(384).encode([text])[0])

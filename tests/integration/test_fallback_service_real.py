@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.backends.modelfiles import dims_from_dir
+from modelcache.cache.modelfiles import dims_from_dir
 from modelcache.errors import ModelUnavailableError
 from modelcache.manager import ModelManager
 from modelcache.registry import Registry, spec_from_dict

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -72,36 +73,85 @@ def has_png(nb: nbformat.NotebookNode, tag: str) -> bool:
     return any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
 
 
+def timeline(nb: nbformat.NotebookNode) -> list[dict]:
+    """The rows of the memory notebooks' timeline table (cell ``timeline``): step, tier, how queries were
+    answered, memories in the database, documents in Chroma, pending."""
+    rows = []
+    for line in text(nb, "timeline").splitlines()[1:]:
+        found = re.match(r"^(?P<step>.+?)\s{2,}(?P<tier>\S+)\s+(?P<answered>\S+)\s+(?P<memories>\d+)\s+"
+                         r"(?P<chroma>\d+)\s+(?P<pending>\d+)$", line.strip())
+        assert found, f"not a timeline row: {line!r}"
+        row = found.groupdict()
+        rows.append(row | {k: int(row[k]) for k in ("memories", "chroma", "pending")})
+    return rows
+
+
+def check_timeline(rows: list[dict], stored: int, added: int) -> None:
+    """Model -> no model -> model back -> reopened, as both memory notebooks tell it."""
+    assert [r["tier"] for r in rows] == ["bundled", "keyword", "keyword", "preferred", "preferred", "preferred"]
+    assert [r["answered"] for r in rows] == ["vector", "keyword", "keyword", "(syncing)", "vector", "vector"]
+    assert rows[0]["chroma"] == rows[0]["memories"] == stored and rows[0]["pending"] == 0
+    for row in rows[1:3]:  # degraded: Chroma receives nothing, the new memories wait
+        assert row["chroma"] == stored
+    assert rows[2]["memories"] == stored + added and rows[2]["pending"] == added
+    for row in rows[4:]:  # model back: the pending memories reached Chroma by themselves, each once
+        assert row["memories"] == row["chroma"] == stored + added and row["pending"] == 0
+
+
 # -- the notebooks, executed ---------------------------------------------------------------
 @pytest.mark.slow
 def test_langchain_agent_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = execute("langchain_agent_memory.ipynb", tmp_path, monkeypatch)
-    assert "active tier: preferred" in text(nb, "online")
-    offline = text(nb, "offline-bundled")
-    assert "active tier: bundled" in offline and "degraded: False" in offline
-    assert "query mode: vector" in offline and "same space: True" in offline
+    first = text(nb, "offline-bundled")
+    assert "active tier: bundled" in first and "degraded: False" in first and "query mode: vector" in first
+    assert "answered 8/8 correctly (top-1), by vector" in first and "in Chroma: 8 | pending: 0" in first
     keyword = text(nb, "keyword-mode")
-    assert "active tier: keyword" in keyword and "degraded: True" in keyword and "query mode: bm25" in keyword
-    assert "[bm25]" in keyword
+    assert "active tier: keyword" in keyword and "degraded: True" in keyword and "query mode: keyword" in keyword
+    assert "[keyword" in keyword and "[vector" not in keyword
+    assert "warning: EmbeddingSpaceWarning" in keyword  # the change of space is visible with no logging set up
+    degraded = text(nb, "degraded-add")
+    assert "acknowledged" in degraded
+    assert "Chroma: 8 before, 8 after (received nothing while degraded: True)" in degraded
+    assert "memories: 10 | in Chroma: 8 | pending: 2" in degraded
+    assert "answered 2/2 correctly (top-1), by keyword" in degraded
+    assert "hybrid asked for:\n  The guest wifi password is sunflower42.  [keyword" in degraded
+    assert "the plain Chroma store, embedding the query itself: ModelUnavailableError" in degraded
     recovered = text(nb, "recovered")
-    assert "reindex: 2 re-embedded" in recovered
-    assert "active tier: preferred" in recovered and "query mode: vector" in recovered
-    assert "answered 10/10 correctly" in recovered
-    assert "recall@5" in text(nb, "recall")
+    assert "pending went to 0 by itself" in recovered and "Chroma holds 10" in recovered
+    assert "the space of step 1: True" in recovered and "active tier: preferred" in recovered
+    assert "answered 10/10 correctly (top-1), by vector" in recovered and "[hybrid" in recovered
+    reopened = text(nb, "reopened")
+    assert "every memory there once: database True, Chroma True" in reopened
+    assert "memories in the database: 10, in Chroma: 10, pending: 0" in reopened
+    check_timeline(timeline(nb), stored=8, added=2)
+    assert has_png(nb, "timeline-plot")
+    recall = text(nb, "recall")
+    assert "recall@5" in recall and all(mode in recall for mode in ("vector", "keyword", "hybrid"))
     assert has_png(nb, "plot")
 
 
 @pytest.mark.slow
 def test_llamaindex_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = execute("llamaindex_memory.ipynb", tmp_path, monkeypatch)
-    assert "active tier: bundled" in text(nb, "first-start")
-    reloaded = text(nb, "reloaded")
-    assert "active tier: preferred" in reloaded and "same space as the stored vectors: True" in reloaded
+    first = text(nb, "first-start")
+    assert "active tier: bundled" in first and "answered 5/5 correctly (top-1), by vector" in first
+    assert "notes: 6 | in Chroma: 6 | pending: 0" in first
     keyword = text(nb, "keyword-mode")
-    assert "degraded: True" in keyword and "query mode: bm25" in keyword and "[bm25]" in keyword
+    assert "a bare ManagedEmbedding: ModelUnavailableError" in keyword
+    assert "degraded: True" in keyword and "query mode: keyword" in keyword
+    assert "[keyword" in keyword and "[vector" not in keyword
+    degraded = text(nb, "degraded-insert")
+    assert "Chroma: 6 before, 6 after (received nothing while degraded: True) | pending: 1" in degraded
+    assert "by keyword" in degraded and "hybrid asked for: The printer" in degraded and "[keyword" in degraded
     recovered = text(nb, "recovered")
-    assert "reindex: 1 re-embedded" in recovered and "active tier: preferred" in recovered
-    assert "✓ Which device is out of ink?" in recovered
+    assert "pending went to 0 by itself" in recovered and "Chroma holds 7" in recovered
+    assert "the space of step 1: True" in recovered and "active tier: preferred" in recovered
+    assert "✓ Which device is out of ink?" in recovered and "by vector" in recovered and "[hybrid" in recovered
+    reopened = text(nb, "reopened")
+    assert "every note there once: database True, Chroma True" in reopened
+    assert "notes in the database: 7, in Chroma: 7, pending: 0" in reopened
+    check_timeline(timeline(nb), stored=6, added=1)
+    assert has_png(nb, "timeline-plot")
 
 
 @pytest.mark.slow
@@ -161,6 +211,7 @@ def test_committed_notebook_is_built_and_executed(source: str) -> None:
         assert cell.get("execution_count"), f"{name}: a code cell was not executed: {cell.source[:60]!r}"
         for out in cell.outputs:
             assert out["output_type"] != "error", f"{name}: saved with an error: {out.get('evalue')}"
+    assert "bm25s" not in (NOTEBOOKS / source).read_text("utf-8"), f"{source}: the bm25s index is gone"
     raw = (NOTEBOOKS / name).read_text("utf-8")
     for private in ("/tmp/", str(ROOT), "/root/", "/home/"):
         assert private not in raw, f"{name}: output contains {private!r}"

@@ -20,9 +20,10 @@ def test_readme_has_the_two_commands_first():
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"example{i}" for i in range(len(BLOCKS))])
-def test_readme_example_runs_offline(block):
+def test_readme_example_runs_offline(block, tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(README.parent)}
-    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)  # the examples persist into ./agent-memory
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bundled" in proc.stdout  # offline + empty cache: the chain's bundled tier answered
 

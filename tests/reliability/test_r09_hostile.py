@@ -17,9 +17,8 @@ import http.client
 import json
 import os
 import tarfile
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +31,7 @@ from modelcache.errors import ModelCacheError, UnsafeFileError
 from modelcache.hub.pull import select_files
 from tests.reliability import blobs_match_their_names, leftovers, manager, tiny
 from tests.support.hub import TINY_REPO, HubRepo, files_from_dir, git_blob_sha1
+from tests.support.loopback import LoopbackServer
 from tests.support.tiny_model import pickle_weights
 
 REMOTE_CODE_REPO = "hostile-org/remote-code"
@@ -44,7 +44,7 @@ ESCAPE_IDS = ["dotdot", "deep-dotdot", "absolute", "inner-dotdot", "backslash", 
 
 
 # -- a mirror that lies about its tree -------------------------------------------------------
-class TamperProxy:
+class TamperProxy(LoopbackServer):
     """Reverse proxy to the Hub that rewrites tree listings with ``tamper(items) -> items``."""
 
     def __init__(self, upstream: str, tamper: Callable[[list[dict]], list[dict]],
@@ -53,21 +53,7 @@ class TamperProxy:
         self.tamper = tamper
         self.serve = serve or {}  # /resolve/ paths containing a key are answered with its bytes
         self.requests: list[tuple[str, str, int]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _TamperHandler)
-        self._server.daemon_threads = True
-        self._server.proxy = self  # type: ignore[attr-defined]
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-
-    def __enter__(self) -> TamperProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_TamperHandler, "proxy")
 
     def count(self, path_contains: str, method: str = "GET") -> int:
         return sum(1 for m, p, _ in self.requests if m == method and path_contains in p)

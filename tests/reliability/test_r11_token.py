@@ -67,6 +67,7 @@ def test_token_is_sent_and_appears_nowhere_else(variable, proxy, hub, all_logs, 
                                                 record_property, request):
     monkeypatch.setenv(variable, TOKEN)
     monkeypatch.setenv("MODELCACHE_ENDPOINTS", proxy.endpoint)
+    monkeypatch.setenv("HF_ENDPOINT", proxy.endpoint)  # the token goes to the Hub endpoint only
     seen: list[str] = []
     metrics = pytest.importorskip("modelcache.metrics")
     try:

@@ -1,22 +1,27 @@
-"""LangChain's standard embeddings suites, run against a tiny local model and the real bundled one.
+"""LangChain's standard suites: embeddings against a tiny local model and the real bundled one, and
+the vector store suite against ``ManagedVectorStore`` (over InMemory and a persisted Chroma).
 
 ``EmbeddingsUnitTests`` builds the class from ``embedding_model_params`` (construction is lazy,
 so it loads nothing); ``EmbeddingsIntegrationTests`` embeds for real through the ``model``
-fixture. The extra tests below pin down behaviour the suites do not cover.
+fixture. ``VectorStoreIntegrationTests`` compares returned Documents for equality, so those
+stores run with ``annotate=False`` (no ``memory_search`` / ``memory_score`` in the metadata).
+The extra tests below pin down behaviour the suites do not cover.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from langchain_tests.integration_tests import EmbeddingsIntegrationTests
+from langchain_core.vectorstores import InMemoryVectorStore, VectorStore
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests, VectorStoreIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 from pydantic import ValidationError
 
-from langchain_modelcache import ManagedEmbeddings
+from langchain_modelcache import ManagedEmbeddings, ManagedVectorStore
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +80,33 @@ class TestBundledModelIntegration(EmbeddingsIntegrationTests):
                                                "Alice likes green tea."]))
         sims = docs @ query
         assert sims[0] > sims[1] + 0.2
+
+
+@pytest.fixture(scope="module")
+def tiny_embeddings(tiny_model_dir: Path) -> ManagedEmbeddings:
+    return ManagedEmbeddings(model=str(tiny_model_dir), fallback_strategy="strict")
+
+
+class TestManagedVectorStoreInMemory(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self, tiny_embeddings: ManagedEmbeddings, tmp_path: Path) -> Iterator[VectorStore]:
+        store = ManagedVectorStore(InMemoryVectorStore(tiny_embeddings), tmp_path / "memory", annotate=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+class TestManagedVectorStoreChroma(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self, tiny_embeddings: ManagedEmbeddings, tmp_path: Path) -> Iterator[VectorStore]:
+        chroma = pytest.importorskip("langchain_chroma")
+        inner = chroma.Chroma(f"standard-{tmp_path.name}", tiny_embeddings, persist_directory=str(tmp_path / "chroma"))
+        store = ManagedVectorStore(inner, tmp_path / "memory", annotate=False)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 # -- behaviour beyond the standard suites -----------------------------------------------------

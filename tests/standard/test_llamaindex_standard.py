@@ -16,6 +16,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import ValidationError
 
 from llamaindex_modelcache import ManagedEmbedding
+from modelcache.errors import EmbeddingSpaceWarning, ModelUnavailableError
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,23 @@ def test_bad_input(tiny_model_dir: Path) -> None:
     assert len(emb.get_text_embedding("")) == 32
     with pytest.raises(TypeError, match="texts\\[0\\] is int"):
         emb.get_text_embedding_batch([3])
+
+
+def test_vectors_know_their_space(model: ManagedEmbedding) -> None:
+    vectors = [model.get_query_embedding("foo"), *model.get_text_embedding_batch(["foo", "bar"])]
+    assert {v.fingerprint for v in vectors} == {model.fingerprint}
+
+
+def test_no_model_raises_unless_degraded_vectors_are_allowed(tmp_path: Path) -> None:
+    """No model of the space (offline, empty cache, bundled tier off): a bare embedding raises, naming the fix."""
+    config = tmp_path / "no-model.yaml"
+    config.write_text("offline: true\nfallback:\n  bundled: false\n")
+    strict = ManagedEmbedding(config=str(config))
+    with pytest.warns(EmbeddingSpaceWarning), pytest.raises(ModelUnavailableError, match="allow_degraded=True"):
+        strict.get_query_embedding("where is the car?")
+    with pytest.raises(ModelUnavailableError, match="ManagedVectorStore"):
+        strict.get_text_embedding_batch(["a", "b"])
+    loose = ManagedEmbedding(config=str(config), allow_degraded=True)
+    with pytest.warns(EmbeddingSpaceWarning, match="left the embedding space"):
+        vector = loose.get_text_embedding("where is the car?")
+    assert len(vector) == 384 and vector.fingerprint == "keyword-hash-384" and loose.degraded

@@ -14,6 +14,10 @@ Fault kinds (``add_fault``), with their options:
 - ``"corrupt"`` (``offset``): 200, the right length, one byte flipped.
 - ``"wrong_size"`` (``extra``): 200, the body plus ``extra`` zero bytes (Content-Length says so).
 - ``"delay"`` (``seconds``): waits, then passes the request through.
+- ``"trickle"`` (``interval``, ``step``, ``max_seconds``): 200, the full Content-Length, then
+  ``step`` bytes (default 1) every ``interval`` seconds (default 0.5): a mirror that never trips
+  a per-read timeout. Stops when the body is sent, the client goes away, or after
+  ``max_seconds`` (default 120).
 
 Like the real Hub's CDN (and unlike olah), the proxy honours ``Range: bytes=N-`` on GET with a
 206 answer (``serve_ranges``), and can slow bodies down (``throttle_bps``) so a test can kill a
@@ -21,6 +25,10 @@ client mid-download; ``bytes_sent`` counts body bytes sent to clients.
 
 Body faults only fire on 200 answers to non-HEAD requests; ``at`` / ``offset`` default to
 the middle of the body. ``down()`` answers 503 to everything until ``up()``.
+
+``add_header(name, value, path_contains)`` adds a header to the answers of matching requests
+(e.g. a ``Link: <...>; rel="next"`` on tree listings). ``FaultProxy(upstream, host="127.0.0.2")``
+listens on another loopback address (another origin for the same Hub).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 logger = logging.getLogger(__name__)
 
-BODY_FAULTS = frozenset({"reset", "truncate", "corrupt", "wrong_size"})
+BODY_FAULTS = frozenset({"reset", "truncate", "corrupt", "wrong_size", "trickle"})
 FAULT_KINDS = frozenset({"429", "503", "delay"}) | BODY_FAULTS
 HOP_BY_HOP = frozenset(
     {
@@ -80,17 +88,24 @@ class Fault:
 class FaultProxy:
     """Reverse proxy to ``upstream`` with injectable faults and a request log."""
 
-    def __init__(self, upstream: str, timeout: float = 30.0) -> None:
+    def __init__(self, upstream: str, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ValueError(f"upstream must be http://host:port, not {upstream!r}")
+        if not host.startswith("127."):
+            raise ValueError(f"the proxy listens on loopback only, not {host!r}")
+        self.host = host
         self.upstream = upstream.rstrip("/")
         self.upstream_netloc = parts.netloc
         self.timeout = timeout
         self.requests: list[tuple[str, str, int]] = []
         #: the request headers of each logged request, in the same order as ``requests``
         self.headers: list[dict[str, str]] = []
+        #: when each logged request was answered (``time.monotonic()``), same order as ``requests``
+        self.times: list[float] = []
         self.faults: list[Fault] = []
+        #: (path_contains, header name, value) added to the answers of matching requests
+        self.extra_headers: list[tuple[str, str, str]] = []
         self._down = False
         self.serve_ranges = True
         self.throttle_bps: float = 0.0
@@ -105,13 +120,13 @@ class FaultProxy:
         """Base URL of the proxy, e.g. ``http://127.0.0.1:PORT``."""
         if self._server is None:
             raise RuntimeError("FaultProxy is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def start(self) -> FaultProxy:
-        """Listen on a free port of 127.0.0.1 and serve in a daemon thread."""
+        """Listen on a free port of ``host`` (127.0.0.1) and serve in a daemon thread."""
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = ThreadingHTTPServer((self.host, 0), _Handler)
         server.daemon_threads = True
         server.proxy = self  # type: ignore[attr-defined]
         self._server = server
@@ -158,6 +173,15 @@ class FaultProxy:
             self.faults.append(fault)
         return fault
 
+    def add_header(self, name: str, value: str, path_contains: str = "") -> None:
+        """Add ``name: value`` to the answers of requests whose path contains ``path_contains``."""
+        with self._lock:
+            self.extra_headers.append((path_contains, name, value))
+
+    def headers_for(self, path: str) -> dict[str, str]:
+        with self._lock:
+            return {name: value for contains, name, value in self.extra_headers if contains in path}
+
     def down(self) -> None:
         """Answer 503 to every request (the mirror is down) until ``up()``."""
         self._down = True
@@ -170,8 +194,10 @@ class FaultProxy:
         """Forget faults and logged requests, and come back up."""
         with self._lock:
             self.faults.clear()
+            self.extra_headers.clear()
             self.requests.clear()
             self.headers.clear()
+            self.times.clear()
             self.bytes_sent = 0
             self.bytes_by_path.clear()
         self._down = False
@@ -198,6 +224,7 @@ class FaultProxy:
         with self._lock:
             self.requests.append((method, path, status))
             self.headers.append(dict(headers or {}))
+            self.times.append(time.monotonic())
 
     def _rewrite_location(self, location: str) -> str:
         parts = urlsplit(location)
@@ -296,6 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         for name, value in extra.items():
             self.send_header(name, value)
+        for name, value in self.proxy.headers_for(self.path).items():
+            self.send_header(name, value)
         self.send_header("Connection", "close")
         self.end_headers()
 
@@ -364,6 +393,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind in ("corrupt", "wrong_size"):
             self.wfile.write(body)
             return
+        if fault.kind == "trickle":
+            self._trickle(body, float(opts.get("interval", 0.5)), max(1, int(opts.get("step", 1))),
+                          float(opts.get("max_seconds", 120.0)))
+            return
         self.wfile.write(body[: int(opts.get("at", size // 2))])
         if fault.kind == "reset":
             time.sleep(float(opts.get("delay", 0.05)))  # let the client read the headers first
@@ -371,3 +404,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
         else:
             self.connection.shutdown(socket.SHUT_WR)
+
+    def _trickle(self, body: bytes, interval: float, step: int, max_seconds: float) -> None:
+        """``step`` bytes every ``interval`` s (bounded by ``max_seconds``); ends when the client leaves."""
+        proxy, stop_at = self.proxy, time.monotonic() + max_seconds
+        for i in range(0, len(body), step):
+            if time.monotonic() > stop_at:
+                break
+            self.wfile.write(body[i : i + step])
+            self.wfile.flush()
+            with proxy._lock:
+                proxy.bytes_sent += len(body[i : i + step])
+                proxy.bytes_by_path[self.path] = proxy.bytes_by_path.get(self.path, 0) + len(body[i : i + step])
+            time.sleep(interval)

@@ -8,13 +8,13 @@ functions that load a model.
 
 The core's layers (a layer may import its own and those listed for it, nothing else)::
 
-    base      errors settings registry metrics texts _util _version  (and the package root)
-    cache     store integrity lockfile budget fingerprint publish history   disk only
+    base      errors settings registry metrics texts origins _util _version  (and the package root)
+    cache     store integrity lockfile budget fingerprint modelfiles publish history   disk only
     hub       remote http transfer retry pull                               network; over cache
-    backends  base factory modelfiles hashed pool torch_st onnx/            over cache
+    backends  base factory hashed pool torch_st onnx/                       over cache
     manager   the composition root: cache + hub + backends
     serving   service tiers options batching handle                         over manager
-    memory    index fusion sync router                                      over serving
+    memory    db fts fusion records engine                                over serving
     ops       health doctor outdated bundle demo cli/ (and __main__)        may import anything
 """
 
@@ -56,7 +56,7 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
     return found
 
 
-BASE = {"errors", "settings", "registry", "metrics", "texts", "_util", "_version"}
+BASE = {"errors", "settings", "registry", "metrics", "texts", "origins", "_util", "_version"}
 LAYERS: dict[str, set[str]] = {
     "base": {"base"},
     "cache": {"base", "cache"},
@@ -220,7 +220,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_core_import_loads_no_framework_and_no_torch() -> None:
-    loaded = _modules_after("import modelcache, modelcache.serving.service, modelcache.memory.router\n"
+    loaded = _modules_after("import modelcache, modelcache.serving.service, modelcache.memory.engine\n"
                             "import modelcache.manager\n"
                             "from modelcache.serving.service import EmbeddingService\n"
                             "EmbeddingService().status()")

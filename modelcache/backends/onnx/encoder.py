@@ -14,8 +14,8 @@ import numpy as np
 
 from modelcache._util import read_json
 from modelcache.backends.base import Kind
-from modelcache.backends.modelfiles import ModelLayout
 from modelcache.backends.torch_st import refuse_remote_code
+from modelcache.cache.modelfiles import ModelLayout
 from modelcache.errors import BackendUnavailableError, OnnxUnsupportedError
 from modelcache.texts import check_texts
 

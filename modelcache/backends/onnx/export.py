@@ -1,4 +1,4 @@
-"""ONNX Runtime backend (extra ``onnx``: onnxruntime + tokenizers) and the backend factory.
+"""The ONNX files the ONNX Runtime backend runs: the repo's own, or a verified, cached export.
 
 - A repo's own ``onnx/model.onnx`` is used when the snapshot has it. Otherwise the cached
   safetensors are exported once with torch (``torch.onnx.export`` of the transformer, dynamic
@@ -11,7 +11,7 @@
 - ``quantize="int8"``: dynamic int8 quantisation (``onnxruntime.quantization``), cached as
   ``<fingerprint>-int8``; its vectors carry that fingerprint and never mix with fp32 ones.
 
-:func:`load_encoder` picks torch | onnx | auto for a :class:`~modelcache.manager.LocalModel`.
+The encoder is in :mod:`.encoder`; :func:`modelcache.backends.factory.load_encoder` picks the backend.
 """
 
 from __future__ import annotations
