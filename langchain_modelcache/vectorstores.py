@@ -537,9 +537,10 @@ class ManagedVectorStore(VectorStore):
 
     def _mmr_hits(self, vector: list[float], k: int, fetch_k: int, lambda_mult: float, fp: str,
                   filter: Any) -> list[Hit]:  # noqa: A002
-        embedded = self.engine.db.embedded_ids(self.engine.store_key, fp)
         want = k if filter is None else max(fetch_k, k)
-        pairs = [(i, s) for i, s in self._inner.mmr(vector, want, max(fetch_k, want), lambda_mult) if i in embedded]
+        found = self._inner.mmr(vector, want, max(fetch_k, want), lambda_mult)
+        embedded = self.engine.db.embedded_among(self.engine.store_key, fp, [i for i, _ in found])
+        pairs = [(i, s) for i, s in found if i in embedded]
         rows = {m.id: m for m in self.engine.get([i for i, _ in pairs])}
         hits = [Hit(rows[i], s, "vector") for i, s in pairs if i in rows]
         if filter is not None:

@@ -65,6 +65,7 @@ class MemoryDB(Protocol):
     def mark_embedded(self, store: str, ids: Iterable[str], fingerprint: str) -> None: ...
     def embedded_fingerprints(self, store: str) -> dict[str, int]: ...
     def embedded_ids(self, store: str, fingerprint: str) -> set[str]: ...
+    def embedded_among(self, store: str, fingerprint: str, ids: Iterable[str]) -> set[str]: ...
     def foreign_ids(self, store: str, fingerprint: str) -> list[str]: ...
     def forget_store(self, store: str) -> None: ...
     def stores(self) -> list[str]: ...
@@ -333,6 +334,17 @@ class SQLiteMemoryDB:
     def stores(self) -> list[str]:
         """Every store key with embedded records."""
         return [r[0] for r in self._connect().execute("SELECT DISTINCT store FROM embedded")]
+
+    def embedded_among(self, store: str, fingerprint: str, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are in ``store`` as vectors of ``fingerprint`` (a query's hits, not the table)."""
+        found: set[str] = set()
+        conn = self._connect()
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in conn.execute(
+                f"SELECT id FROM embedded WHERE store = ? AND fingerprint = ? AND id IN ({marks})",
+                [store, fingerprint, *chunk]))
+        return found
 
     def embedded_ids(self, store: str, fingerprint: str) -> set[str]:
         rows = self._connect().execute("SELECT id FROM embedded WHERE store = ? AND fingerprint = ?",

@@ -328,8 +328,8 @@ class MemoryEngine:
         fp = fp or self.target()
         if fp is None:
             return []
-        embedded = self.db.embedded_ids(self.store_key, fp)
-        hits = self.inner.search(vector, k + 8 if len(embedded) < self.db.count() else k)
+        hits = self.inner.search(vector, k + 8)  # a few more: some may not be of the active space
+        embedded = self.db.embedded_among(self.store_key, fp, [i for i, _ in hits])
         return [(i, s) for i, s in hits if i in embedded][:k]  # never a vector of another space
 
     def _keyword(self, query: str, k: int) -> list[Hit]:

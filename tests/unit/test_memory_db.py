@@ -70,6 +70,7 @@ def test_pending_until_marked_and_again_after_a_text_change(db: SQLiteMemoryDB) 
     db.add([Memory("0", "memory number 0")])  # same text: still embedded
     db.add([Memory("1", "a new text")])  # new text: its vector is stale
     assert db.embedded_ids("s", FP) == {"0", "2"}
+    assert db.embedded_among("s", FP, ["0", "1", "2", "nope"]) == {"0", "2"}
     db.delete(["2"])
     assert db.embedded_fingerprints("s") == {FP: 1}
     db.forget_store("s")
