@@ -282,8 +282,11 @@ class MemoryEngine:
         if mode == "keyword":
             return "keyword", None
         fp = self.target()
-        usable = fp is not None and not self._has_foreign(fp)
-        if fp is not None and usable and self.db.pending_count(self.store_key, fp) > 0:
+        # one GROUP BY answers both questions: embedded records exist only for stored memories (foreign
+        # key, cascade), so with no foreign vectors, pending = memories - those embedded in this space
+        spaces = self.db.embedded_fingerprints(self.store_key) if fp is not None else {}
+        usable = fp is not None and all(f == fp for f in spaces)
+        if fp is not None and usable and self.db.count() > spaces.get(fp, 0):
             self.kick()
             usable = mode in ("vector", "hybrid")  # a partial store: asked-for vectors still run
         if not usable:
