@@ -191,7 +191,8 @@ def test_pickle_and_deepcopy_round_trip_in_a_subprocess(tmp_path: Path) -> None:
         blob.write_bytes(pickle.dumps(emb))
         code = (f"import pickle, sys, json; sys.path.insert(0, {str(ROOT)!r}); e = pickle.loads(open({str(blob)!r}, "
                 "'rb').read()); v = e.embed_query('hello') if hasattr(e, 'embed_query') else "
-                "e.get_query_embedding('hello'); print(json.dumps([list(v), e.fingerprint]))")
+                "e.get_query_embedding('hello'); print(json.dumps([list(v), e.fingerprint]), flush=True); "
+                "import os; os._exit(0)")  # the answer is printed; skip torch's thread teardown at exit
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
         assert out.returncode == 0, out.stderr[-2000:]
