@@ -454,7 +454,7 @@ def main() -> int:
         onnx_enc = onnx_mgr.load(MODEL)
         export_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        int8_enc = load_encoder(onnx_mgr.ensure(MODEL), settings["onnx"], "onnx", quantize="int8")
+        int8_enc = load_encoder(onnx_mgr.ensure(MODEL), settings["onnx"], "onnx", precision="int8")
         quant_s = time.perf_counter() - t0
         pairs, sentences = package_texts()
         print(f"{len(pairs)} package (summary, description) pairs, {len(sentences)} sentences; "

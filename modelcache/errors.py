@@ -12,6 +12,7 @@
     ├── TruncatedBodyError (OSError)             a download ended short or long (retried)
     ├── DeadlineExceededError (TimeoutError)     a request, file or pull outlasted its deadline
     ├── ListingRefusedError (ValueError)         a tree listing passed a bound or left its origin
+    ├── RemoteEmbeddingError (ConnectionError)   a remote embedding server failed or gave bad vectors
     ├── UnsafeFileError (PermissionError)        pickle weights, remote code, path escapes
     ├── ReadOnlyCacheError (PermissionError)     a write was needed on a read-only cache
     ├── BackendUnavailableError (ImportError)    an optional extra is not installed
@@ -230,8 +231,36 @@ class ListingRefusedError(ModelCacheError, ValueError):
                          "hostile; the next endpoint is tried.")
 
 
+class RemoteEmbeddingError(ModelCacheError, ConnectionError):
+    """A remote embedding server (a ``remote:`` tier) failed: down, too slow, 429/503, or an answer
+    that is not valid vectors (bad JSON, wrong count or dims, NaN / infinite values). The chain
+    moves on to the next tier and tries the server again after its cool-down (``retry_after``:
+    the server's Retry-After, in seconds, when it sent one)."""
+
+    def __init__(self, url: str, problem: str, retry_after: float | None = None):
+        self.url, self.problem, self.retry_after = url, problem, retry_after
+        super().__init__(f"remote embedding server {url}: {problem}; the next tier of the chain serves "
+                         "meanwhile (check the server, or its url / model / api / token in `remote:`)")
+
+
 class EmbeddingSpaceWarning(UserWarning):
     """The embeddings changed embedding space (a fallback outside the model's space, or back).
 
     A warning, not an error: shown once per change with no logging configured. Vectors from
     before and after are not comparable."""
+
+
+class PrecisionRefusedError(ModelCacheError, ValueError):
+    """A reduced precision (int8, bf16) was refused: it fails the quality gate or the hardware lacks it."""
+
+    def __init__(self, model: str, precision: str, why: str, hint: str):
+        self.model, self.precision = model, precision
+        super().__init__(f"{model}: precision {precision!r} refused: {why}. {hint}")
+
+
+class VersionError(ModelCacheError, LookupError):
+    """A version command (rollback, upgrade, rm --revision) cannot do what was asked; nothing was changed."""
+
+    def __init__(self, model: str, problem: str, hint: str):
+        self.model = model
+        super().__init__(f"{model}: {problem}. {hint}")

@@ -35,6 +35,7 @@ from modelcache.errors import (
     BackendUnavailableError,
     IntegrityError,
     OfflineError,
+    PrecisionRefusedError,
     UnknownModelError,
     UnsafeFileError,
 )
@@ -261,9 +262,9 @@ class ModelManager:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def functional_check(self, spec: ModelSpec, commit: str) -> dict:
+    def functional_check(self, spec: ModelSpec, commit: str, precision: str | None = None) -> dict:
         """Load the model and embed "Hello world": finite, and of the registry's dims."""
-        encoder = self._encoder(spec, commit, self.store.snapshot_dir(spec.repo_id, commit))
+        encoder = self._encoder(spec, commit, self.store.snapshot_dir(spec.repo_id, commit), precision)
         vec = np.asarray(encoder.encode(["Hello world"]))
         if vec.shape != (1, encoder.dims) or not np.all(np.isfinite(vec)):
             raise IntegrityError(spec.name, "functional", detail=f"'Hello world' gave shape {vec.shape}, "
@@ -293,7 +294,13 @@ class ModelManager:
             self.store.update_meta(spec.repo_id, functional={commit: {"deferred": note, "at": time.time()}})
             return
         try:
-            result = self.functional_check(spec, commit)
+            try:
+                result = self.functional_check(spec, commit)
+            except PrecisionRefusedError as refused:
+                # the files are good; the configured precision is not for this model or machine: the
+                # model is checked (and exported) at fp32, and loading at that precision raises this
+                log.warning("%s", refused)
+                result = self.functional_check(spec, commit, "fp32") | {"precision_refused": str(refused)}
         except Exception as exc:  # noqa: BLE001 - any load failure: the model does not work, whatever raised
             # no lock entry may claim a model that cannot load: drop it, keep the files for a look
             self.lockfile.remove(spec.repo_id, commit=commit)
@@ -311,19 +318,19 @@ class ModelManager:
     def fingerprint(self, spec: ModelSpec, path: Path, dims: int | None = None) -> str:
         return fp.for_spec(spec, path, dims)
 
-    def _encoder(self, spec: ModelSpec, commit: str, path: Path):
+    def _encoder(self, spec: ModelSpec, commit: str, path: Path, precision: str | None = None):
         """The pooled encoder for one snapshot (loaded once; LRU / idle unload by the pool)."""
         from modelcache.backends.factory import load_encoder
 
         emb = self.settings.embedding
-        quantize = emb.quantize
+        quantize = precision or emb.precision
         key = (spec.repo_id, commit, emb.backend, emb.device, quantize, spec.query_prompt, spec.document_prompt,
                spec.normalize, spec.max_seq_length, str(path))
 
         def build():
             t0 = time.perf_counter()
             encoder = load_encoder(LocalModel(spec, commit, Path(path), {}), self.settings, emb.backend,
-                                   quantize=quantize, fingerprint=self.fingerprint(spec, path))
+                                   precision=quantize, fingerprint=self.fingerprint(spec, path))
             log.info("loaded %s (%s, %s) in %.2fs", spec.name, commit[:12], getattr(encoder, "backend", "?"),
                      time.perf_counter() - t0)
             metrics.observe_load(spec.name, time.perf_counter() - t0)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from modelcache.errors import ConfigError
 from modelcache.origins import redact_url
@@ -114,7 +114,9 @@ class FallbackSection(_Section):
 
 
 class EmbeddingSection(_Section):
-    backend: Literal["torch", "onnx", "auto"] = "torch"
+    backend: Literal["torch", "onnx", "auto"] = "auto"
+    """``auto``: ONNX Runtime when onnxruntime is installed and the model has a verified ONNX file
+    (made when the model enters the cache), torch otherwise."""
     device: str = "auto"
     """Torch device: ``auto`` picks CUDA, then Apple MPS, then CPU (like the LlamaIndex peer);
     or ``cpu``, ``cuda``, ``cuda:1``, ``mps``... The ONNX backend runs on CPU."""
@@ -126,8 +128,40 @@ class EmbeddingSection(_Section):
     """Unload a model idle this long (None: keep it)."""
     max_memory_mb: float | None = Field(default=None, gt=0, le=100_000_000)
     """Memory budget of the loaded-model pool (LRU eviction above it)."""
-    quantize: Literal["fp32", "int8"] = "fp32"
-    """ONNX backend only: int8 dynamic quantisation (a different fingerprint, never mixed)."""
+    precision: Literal["fp32", "int8", "bf16"] = "fp32"
+    """``int8``: per-channel dynamic quantisation (ONNX), kept only when it passes the quality gate;
+    ``bf16``: bfloat16 autocast (torch) where the CPU has AMX / avx512_bf16. Each precision has its
+    own fingerprint: vectors of two precisions never mix."""
+    int8_min_cosine: float = Field(default=0.98, ge=0.5, le=1.0)
+    """The int8 quality gate: the lowest cosine to fp32 on the probe set an int8 export may have."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quantize_alias(cls, data: Any) -> Any:
+        # `quantize` was this setting's name before `precision`: old config files keep working
+        if isinstance(data, dict) and "quantize" in data:
+            data = dict(data)
+            value = data.pop("quantize")
+            data.setdefault("precision", value)
+        return data
+
+
+class RemoteSection(_Section):
+    """One remote embedding server: a tier ahead of the local model (``modelcache.serving.remote``)."""
+
+    url: str
+    """openai: the OpenAI SDK's base URL, POST {url}/embeddings (``http://gpu:8000/v1``); tei: POST {url}/embed."""
+    model: str = Field(min_length=1, max_length=300)
+    api: Literal["openai", "tei"] = "openai"
+    token: SecretStr | None = None
+    """Sent as ``Authorization: Bearer`` to this URL only (the Hub token never goes there)."""
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_endpoint(value).rstrip("/")
 
 
 class Settings(_Section):
@@ -139,6 +173,7 @@ class Settings(_Section):
     download: DownloadSection = Field(default_factory=DownloadSection)
     fallback: FallbackSection = Field(default_factory=FallbackSection)
     embedding: EmbeddingSection = Field(default_factory=EmbeddingSection)
+    remote: list[RemoteSection] = Field(default_factory=list, max_length=16)  # servers tried before the local model
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -167,6 +202,7 @@ class Settings(_Section):
         data["download"]["endpoints"] = [redact_url(e) for e in self.endpoints]
         if data["download"].get("token_endpoints"):
             data["download"]["token_endpoints"] = [redact_url(e) for e in data["download"]["token_endpoints"]]
+        data["remote"] = [dict(r, url=redact_url(r["url"])) for r in data["remote"]]
         return data
 
 
@@ -296,8 +332,12 @@ def _allowed_keys(loc: tuple) -> list[str] | None:
     """The keys the section at ``loc`` accepts (for 'unknown key' errors)."""
     model: type[BaseModel] = Settings
     for part in loc[:-1]:
+        if isinstance(part, int):  # an entry of a list section (remote: [...])
+            continue
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
+        if get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation

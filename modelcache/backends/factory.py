@@ -10,12 +10,12 @@ from modelcache.backends.base import ModelDir
 from modelcache.backends.onnx import export as onnx_export
 from modelcache.backends.onnx.encoder import OnnxEncoder
 from modelcache.backends.onnx.export import (
-    QUANTIZATIONS,
     export_roots,
     has_onnx,
     onnx_available,
     onnx_model_path,
 )
+from modelcache.backends.precision import PRECISIONS, int8_gate
 from modelcache.cache import fingerprint as fp
 from modelcache.cache.modelfiles import ModelLayout
 from modelcache.errors import BackendUnavailableError, ModelCacheError
@@ -28,56 +28,81 @@ log = logging.getLogger("modelcache")
 
 
 def load_encoder(local: ModelDir, settings: Settings, backend: str | None = None, *,
-                 quantize: str | None = None, fingerprint: str | None = None):
+                 precision: str | None = None, fingerprint: str | None = None):
     """An encoder for a model on disk: ``backend`` torch | onnx | auto (default: the settings').
 
     ``auto`` runs ONNX when onnxruntime + tokenizers are installed and an ONNX file is there or
     can be exported, and torch otherwise (or when the ONNX load fails, with a warning).
-    ``quantize="int8"`` (ONNX only) gives a ``-int8`` fingerprint.
+    ``precision``: ``fp32``; ``int8`` (ONNX, quality-gated); ``bf16`` (torch autocast, where the
+    hardware has it). Each gives its own fingerprint (``-int8``, ``-bf16``).
     """
     spec, path = local.spec, Path(local.path)
     backend = backend or settings.embedding.backend
-    quantize = quantize or "fp32"
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    precision = precision or settings.embedding.precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     fingerprint = fingerprint or fp.for_spec(spec, path)
+    if precision == "bf16":
+        if backend == "onnx":
+            raise ValueError("precision 'bf16' runs on the torch backend (ONNX Runtime's CPU provider has no "
+                             "bf16 kernels): use backend 'torch' or 'auto'")
+        backend = "torch"
     if backend == "auto":
-        exportable = has_onnx(path, fingerprint, export_roots(settings), quantize) or onnx_export.export_possible()
+        exportable = has_onnx(path, fingerprint, export_roots(settings), precision) or onnx_export.export_possible()
         if onnx_available() and exportable:
             try:
-                return _onnx(local, settings, fingerprint, quantize)
+                return _onnx(local, settings, fingerprint, precision)
             except (ModelCacheError, ImportError, OSError, RuntimeError) as exc:
-                if quantize != "fp32":
+                if precision != "fp32":
                     raise
                 log.warning("ONNX backend unavailable for %s (%s); using torch", spec.name, exc)
-        elif quantize != "fp32":
-            raise BackendUnavailableError("onnx", "onnx", "int8 quantisation needs the ONNX backend")
+        elif precision == "int8":
+            raise BackendUnavailableError("onnx", "onnx", "int8 precision needs the ONNX backend")
         backend = "torch"
     if backend == "onnx":
         if not onnx_available():
             raise BackendUnavailableError("onnx", "onnx", "onnxruntime and tokenizers are needed")
-        return _onnx(local, settings, fingerprint, quantize)
+        return _onnx(local, settings, fingerprint, precision)
     if backend != "torch":
         raise ValueError(f"unknown backend {backend!r}; allowed: torch, onnx, auto")
-    if quantize != "fp32":
-        raise ValueError("quantize='int8' needs backend 'onnx' (or 'auto')")
+    if precision == "int8":
+        raise ValueError("precision 'int8' needs backend 'onnx' (or 'auto')")
     from modelcache.backends.torch_st import SentenceTransformerEncoder
 
-    return SentenceTransformerEncoder(path, name=spec.name, fingerprint=fingerprint,
+    return SentenceTransformerEncoder(path, name=spec.name, fingerprint=fp.with_precision(fingerprint, precision),
                                       device=settings.embedding.device, query_prompt=spec.query_prompt,
                                       document_prompt=spec.document_prompt, normalize=spec.normalize,
                                       batch_size=settings.embedding.batch_size,
-                                      max_seq_length=spec.max_seq_length)
+                                      max_seq_length=spec.max_seq_length, precision=precision)
 
 
-def _onnx(local: ModelDir, settings: Settings, fingerprint: str, quantize: str) -> OnnxEncoder:
+def _onnx(local: ModelDir, settings: Settings, fingerprint: str, precision: str) -> OnnxEncoder:
     spec, path = local.spec, Path(local.path)
     if settings.embedding.device not in ("cpu", "auto"):
         log.info("the ONNX backend runs on CPU; ignoring device %r", settings.embedding.device)
     ModelLayout(path, spec.name)  # refuse unsupported pipelines before exporting anything
-    onnx_path = onnx_model_path(path, fingerprint, export_roots(settings), quantize)
-    return OnnxEncoder(path, onnx_path, name=spec.name,
-                       fingerprint=fp.with_precision(fingerprint, quantize),
-                       query_prompt=spec.query_prompt, document_prompt=spec.document_prompt,
-                       normalize=spec.normalize, batch_size=settings.embedding.batch_size,
-                       max_seq_length=spec.max_seq_length, quantization=quantize)
+    roots = export_roots(settings)
+
+    def encoder(which: str) -> OnnxEncoder:
+        return OnnxEncoder(path, onnx_model_path(path, fingerprint, roots, which), name=spec.name,
+                           fingerprint=fp.with_precision(fingerprint, which),
+                           query_prompt=spec.query_prompt, document_prompt=spec.document_prompt,
+                           normalize=spec.normalize, batch_size=settings.embedding.batch_size,
+                           max_seq_length=spec.max_seq_length, quantization=which)
+
+    chosen = encoder(precision)
+    if precision == "int8":
+        bound = settings.embedding.int8_min_cosine
+        gate = int8_gate(spec.name, chosen.onnx_path, _Lazy(lambda: encoder("fp32")), chosen, bound)
+        chosen.gate = gate
+    return chosen
+
+
+class _Lazy:
+    """The fp32 reference of the int8 gate, loaded only when the gate has no recorded verdict."""
+
+    def __init__(self, make):
+        self._make = make
+
+    def encode(self, texts):
+        return self._make().encode(texts)

@@ -45,13 +45,18 @@ class SentenceTransformerEncoder:
 
     def __init__(self, model_dir: Path, *, name: str, fingerprint: str, device: str = "cpu",
                  query_prompt: str = "", document_prompt: str = "", normalize: bool = True,
-                 batch_size: int = 32, max_seq_length: int | None = None):
+                 batch_size: int = 32, max_seq_length: int | None = None, precision: str = "fp32"):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise BackendUnavailableError("torch", "torch", str(exc)) from exc
         refuse_remote_code(model_dir)
         self.device = resolve_device(device)
+        if precision == "bf16":
+            from modelcache.backends.precision import check_bf16
+
+            check_bf16(name, self.device.split(":")[0] if self.device.startswith("cuda") else self.device)
+        self.precision = precision
         self.model = SentenceTransformer(str(model_dir), device=self.device, trust_remote_code=False,
                                          local_files_only=True)
         if max_seq_length:
@@ -106,8 +111,16 @@ class SentenceTransformerEncoder:
                 log.warning("%s: %d of %d texts are longer than max_seq_length (%d tokens) and are "
                             "truncated to it (reported once per loaded model)",
                             self.name, truncated, len(inputs), limit)
-        vectors = self.model.encode(inputs, batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=self.normalize, show_progress_bar=False)
+        if self.precision == "bf16":
+            import torch
+
+            with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16):
+                vectors = self.model.encode(inputs, batch_size=self.batch_size, convert_to_tensor=True,
+                                            normalize_embeddings=self.normalize, show_progress_bar=False)
+            vectors = vectors.float().cpu().numpy()
+        else:
+            vectors = self.model.encode(inputs, batch_size=self.batch_size, convert_to_numpy=True,
+                                        normalize_embeddings=self.normalize, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dims)
 
 

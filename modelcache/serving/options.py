@@ -37,6 +37,10 @@ class EmbeddingOptions(BaseModel):
     device: str | None = None
     """Torch device (``cpu``, ``cuda``...). None: ``embedding.device``."""
 
+    precision: Literal["fp32", "int8", "bf16"] | None = None
+    """fp32; int8 (ONNX, quality-gated); bf16 (torch, AMX / avx512_bf16 CPUs). Each its own fingerprint.
+    None: ``embedding.precision``."""
+
     cache_dir: str | None = None
     """Hub-layout model cache. None: MODELCACHE_CACHE_DIR / HF_HUB_CACHE / HF_HOME."""
 
@@ -74,7 +78,7 @@ OPTION_FIELDS = tuple(EmbeddingOptions.model_fields)
 
 def settings_from_options(config: str | Path | dict | Settings | None = None, *, model: str | None = None,
                           fallback_models: Sequence[str] | None = None, fallback_strategy: str | None = None,
-                          backend: str | None = None, device: str | None = None,
+                          backend: str | None = None, device: str | None = None, precision: str | None = None,
                           cache_dir: str | Path | None = None, endpoints: Sequence[str] | None = None,
                           batch_size: int | None = None, offline: bool | None = None,
                           token: str | None = None) -> Settings:
@@ -85,7 +89,8 @@ def settings_from_options(config: str | Path | dict | Settings | None = None, *,
         if config.token is not None:
             data["token"] = config.token.get_secret_value()
         config = data
-    embedding = {k: v for k, v in (("backend", backend), ("device", device), ("batch_size", batch_size))
+    embedding = {k: v for k, v in (("backend", backend), ("device", device), ("batch_size", batch_size),
+                                          ("precision", precision))
                  if v is not None}
     fallback = {k: v for k, v in (("models", list(fallback_models) if fallback_models is not None else None),
                                   ("strategy", fallback_strategy)) if v is not None}

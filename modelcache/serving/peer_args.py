@@ -32,8 +32,8 @@ PEER_TABLE: list[tuple[str, str, str, str]] = [
     ("langchain", "encode_kwargs['batch_size']", "batch_size", "yes"),
     ("langchain", "encode_kwargs['prompt'] / ['prompt_name']", "document_prompt", "yes"),
     ("langchain", "query_encode_kwargs['prompt'] / ['prompt_name']", "query_prompt", "yes"),
-    ("langchain", "encode_kwargs['precision']", "float32: yes; int8/uint8/binary/ubinary: refused",
-     "float32 only (quantised outputs are another space)"),
+    ("langchain", "encode_kwargs['precision']", "precision", "float32: yes; int8: an int8 model (float vectors, own "
+     "fingerprint); bf16: bf16 autocast; uint8/binary/ubinary (quantised outputs, another space): refused"),
     ("langchain", "encode_kwargs['show_progress_bar'], show_progress", "show_progress", "yes (a tqdm bar)"),
     ("langchain", "multi_process=True", "accepted, no effect (warns)", "same vectors; one process, micro-batched"),
     ("llamaindex", "max_length", "max_length", "yes: texts truncated at that many tokens"),
@@ -145,12 +145,14 @@ def _encode_kwargs(kwargs: dict[str, Any], out: dict[str, Any], where: str, prom
                                                                    "prompts")
             out[prompt_field] = prompts[value]
         elif key == "precision":
-            if value not in _ST_PRECISIONS:
-                raise PeerArgumentError(f"{where}['precision']", f"unknown precision {value!r}")
-            if value != "float32":
+            if value not in _ST_PRECISIONS and value not in ("fp32", "bf16"):
+                raise PeerArgumentError(f"{where}['precision']", f"unknown precision {value!r}; modelcache takes "
+                                        "'float32' / 'fp32', 'int8' or 'bf16'")
+            if value not in ("float32", "fp32", "int8", "bf16"):
                 raise PeerArgumentError(f"{where}['precision']", f"precision={value!r} (quantised output vectors) "
-                                        "is refused: such vectors are another embedding space. Keep float32; for "
-                                        "speed use backend='onnx' with embedding.quantize: int8 (its own fingerprint)")
+                                        "is refused: such vectors are another embedding space. Use 'float32', "
+                                        "or 'int8' / 'bf16' (a faster model, float vectors with their own fingerprint)")
+            out["precision"] = {"float32": "fp32"}.get(value, value)
         elif key == "show_progress_bar":
             out["show_progress"] = bool(value)
         elif key in _LC_ENCODE_NEUTRAL:

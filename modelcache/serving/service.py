@@ -108,7 +108,8 @@ class EmbeddingService(RecoveryMixin):
     @classmethod
     def from_options(cls, *, model: str | None = None, revision: str | None = None,
                      fallback_models: Sequence[str] | None = None, fallback_strategy: str | None = None,
-                     backend: str | None = None, device: str | None = None, cache_dir: str | Path | None = None,
+                     backend: str | None = None, device: str | None = None, precision: str | None = None,
+                     cache_dir: str | Path | None = None,
                      endpoints: Sequence[str] | None = None, normalize: bool | None = None,
                      batch_size: int | None = None, offline: bool | None = None, query_prompt: str | None = None,
                      document_prompt: str | None = None, config: str | Path | dict | Settings | None = None,
@@ -117,8 +118,8 @@ class EmbeddingService(RecoveryMixin):
         """The service for the adapters' flat fields (None: as configured)."""
         settings = settings_from_options(config, model=model, fallback_models=fallback_models,
                                          fallback_strategy=fallback_strategy, backend=backend, device=device,
-                                         cache_dir=cache_dir, endpoints=endpoints, batch_size=batch_size,
-                                         offline=offline, token=token)
+                                         precision=precision, cache_dir=cache_dir, endpoints=endpoints,
+                                         batch_size=batch_size, offline=offline, token=token)
         return cls(settings, model, revision=revision, query_prompt=query_prompt,
                    document_prompt=document_prompt, normalize=normalize, max_length=max_length, **service_kwargs)
 

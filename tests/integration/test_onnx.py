@@ -145,7 +145,7 @@ def test_int8_has_its_own_fingerprint_and_cache_entry(tiny_model_dir):
     mgr = manager("onnx")
     local = mgr.ensure(str(tiny_model_dir))
     fp32 = load_encoder(local, mgr.settings, "onnx")
-    int8 = load_encoder(local, mgr.settings, "onnx", quantize="int8")
+    int8 = load_encoder(local, mgr.settings, "onnx", precision="int8")
     assert int8.fingerprint == f"{fp32.fingerprint}-int8" != fp32.fingerprint
     assert int8.quantization == "int8" and fp32.quantization == "fp32"
     assert int8.onnx_path != fp32.onnx_path
@@ -154,7 +154,7 @@ def test_int8_has_its_own_fingerprint_and_cache_entry(tiny_model_dir):
     v32, v8 = fp32.encode(TEXTS), int8.encode(TEXTS)
     assert v8.shape == v32.shape and np.all(np.isfinite(v8))
     with pytest.raises(ValueError):
-        load_encoder(local, mgr.settings, "torch", quantize="int8")  # never a torch "int8"
+        load_encoder(local, mgr.settings, "torch", precision="int8")  # never a torch "int8"
 
 
 @needs_export
@@ -194,7 +194,7 @@ def test_auto_uses_torch_when_no_onnx_file_and_no_exporter(tiny_model_dir, monke
     enc = load_encoder(mgr.ensure(str(tiny_model_dir)), mgr.settings)
     assert enc.backend == "torch"
     with pytest.raises(ImportError):  # BackendUnavailableError: asking for int8 needs ONNX
-        load_encoder(mgr.ensure(str(tiny_model_dir)), mgr.settings, quantize="int8")
+        load_encoder(mgr.ensure(str(tiny_model_dir)), mgr.settings, precision="int8")
 
 
 def test_unknown_backend_rejected(tiny_model_dir):

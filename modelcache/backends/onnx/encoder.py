@@ -78,6 +78,9 @@ class OnnxEncoder:
         self.normalize = normalize or layout.has_normalize
         self.batch_size = batch_size
         self.quantization = quantization
+        self.precision = quantization
+        #: the int8 quality gate's verdict (min / mean cosine to fp32 on the probes), when gated
+        self.gate: dict | None = None
         self.backend = "onnx"
         self.memory_bytes = sum(p.stat().st_size for p in self.onnx_path.parent.glob(self.onnx_path.name + "*"))
         self.dims = layout.dims or int(self._run([self.tokenizer.encode("dims")]).shape[-1])
