@@ -115,6 +115,20 @@ class RemoteRepo:
             raise ValueError(f"{self.shown} gave no commit for {repo_id}@{revision}")
         return sha
 
+    def refs(self, repo_id: str) -> list[dict[str, str]]:
+        """Every branch and tag of the repo: ``[{"name", "kind": "branch" | "tag", "commit"}]``
+        (``/api/models/<id>/refs``); malformed items are skipped."""
+        url = f"{self.endpoint}/api/models/{repo_id}/refs"
+        data, _ = self._get_json(url, None, f"list the revisions of {repo_id} on {self.shown}", MAX_INFO_BYTES)
+        out: list[dict[str, str]] = []
+        for group, kind in (("branches", "branch"), ("tags", "tag")):
+            items = data.get(group, []) if isinstance(data, dict) else []
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(
+                        item.get("targetCommit"), str):
+                    out.append({"name": item["name"][:200], "kind": kind, "commit": item["targetCommit"][:64]})
+        return out
+
     def files(self, repo_id: str, commit: str) -> dict[str, FileExpectation]:
         """Every file at ``commit`` with its size and sha256 (LFS) or git blob sha1."""
         what = f"list {repo_id}@{commit[:12]} on {self.shown}"

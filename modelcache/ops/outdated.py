@@ -31,13 +31,19 @@ class OutdatedEntry:
     outdated: bool
     endpoint: str | None = None
     error: str | None = None
+    available_revisions: list[dict] | None = None
+    """The branches and tags the Hub has (``[{"name", "kind", "commit"}]``), from this check or the last one."""
+    last_update_check: str | None = None
+    """When the Hub was last asked for them (ISO-8601, UTC)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str], timeout: float) -> tuple[str, str]:
-    """(commit, endpoint) from the first endpoint that answers; raises the last error."""
+def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str], timeout: float,
+             revisions: bool = False) -> tuple[str, str]:
+    """(commit, endpoint) from the first endpoint that answers; raises the last error. ``revisions``:
+    also record the branches and tags that endpoint has (:func:`modelcache.ops.versions.check_revisions`)."""
     from modelcache.hub.remote import (
         RemoteRepo,  # the HTTP stack only when we ask the Hub
     )
@@ -49,7 +55,17 @@ def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str
                             RetryPolicy(retries=1, backoff_base=0.2),
                             RetryStats())
         try:
-            return remote.resolve(repo_id, revision), redact_url(endpoint)
+            commit = remote.resolve(repo_id, revision)
+            if revisions:
+                from modelcache.ops.versions import check_revisions
+
+                try:
+                    check_revisions(mgr, repo_id, remote)
+                except Exception as exc:  # noqa: BLE001 - the commit is known; the listing is extra
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    log.warning("no revision list for %s from %s: %s", repo_id, redact_url(endpoint), exc)
+            return commit, redact_url(endpoint)
         except Exception as exc:  # noqa: BLE001 - try the next mirror, report the last failure
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -75,10 +91,14 @@ def outdated(mgr: ModelManager, models: list[str] | None = None, endpoints: list
         entry = OutdatedEntry(locked.repo_id, locked.revision, locked.commit, None, False)
         try:
             entry.remote_commit, entry.endpoint = _resolve(mgr, locked.repo_id, locked.revision,
-                                                           endpoints or mgr.settings.endpoints, timeout)
+                                                           endpoints or mgr.settings.endpoints, timeout,
+                                                           revisions=True)
             entry.outdated = entry.remote_commit != locked.commit
         except Exception as exc:  # noqa: BLE001 - reported per model
             entry.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        meta = mgr.store.read_meta(locked.repo_id)  # this check's answer, or the last one's when it failed
+        entry.available_revisions = meta.get("available_revisions")
+        entry.last_update_check = meta.get("last_update_check")
         out.append(entry)
     return out
 

@@ -2,8 +2,8 @@
 
 The commands live in :mod:`.models` (list, pull, verify, info, install, rm) and
 :mod:`.operations` (export, import, prune, pin, unpin, doctor, status, outdated, embed, config,
-metrics); both register on the one typer app of :mod:`.common`, so importing this package
-registers every command.
+metrics) and :mod:`.versions` (versions, upgrade, rollback); all register on the one typer app of
+:mod:`.common`, so importing this package registers every command.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 
 from modelcache.errors import ModelCacheError
-from modelcache.ops.cli import models, operations  # noqa: F401  (register the commands)
+from modelcache.ops.cli import models, operations, versions  # noqa: F401  (register the commands)
 from modelcache.ops.cli.common import app, report_error
 
 

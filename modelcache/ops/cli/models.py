@@ -143,9 +143,20 @@ def install(model: str, from_: Annotated[Path, typer.Option("--from", help="Dire
 
 
 @app.command()
-def rm(model: str, as_json: JsonOpt = False, config: ConfigOpt = None):
-    """Remove a model from the cache and its pin."""
+def rm(model: str,
+       revision: Annotated[Optional[str], typer.Option(
+           help="Remove only this cached version (a commit or cached tag), not the active one.")] = None,
+       as_json: JsonOpt = False, config: ConfigOpt = None):
+    """Remove a model from the cache and its pin (or, with --revision, one old version)."""
     try:
+        if revision is not None:
+            from modelcache.ops.versions import remove_revision
+
+            out = remove_revision(_manager(config), model, revision)
+            _emit(as_json, {"ok": True} | out, lambda: console.print(
+                f"removed {out['repo_id']}@{out['removed'][:12]} ({out['freed'] / 1e6:.1f} MB freed)",
+                highlight=False))
+            return
         removed = _manager(config).remove(model)
     except (ModelCacheError, OSError) as exc:
         _fail(as_json, exc)

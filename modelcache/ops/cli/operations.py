@@ -232,6 +232,10 @@ def outdated(models: Annotated[Optional[list[str]], typer.Argument(help="Models 
             table.add_row(e.repo_id, e.revision, e.locked_commit[:12], (e.remote_commit or "-")[:12], state)
         console.print(table)
         for e in entries:
+            revs = ", ".join(f"{r['name']} ({r['kind']})" for r in e.available_revisions or []) or "unknown"
+            console.print(f"{e.repo_id}: the Hub has {revs}; last checked {e.last_update_check or 'never'}",
+                          highlight=False, soft_wrap=True)
+        for e in entries:
             if e.outdated:
                 console.print(f"upgrade with: modelcache pull {e.repo_id} --revision {e.revision} --upgrade",
                               highlight=False)
