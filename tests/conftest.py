@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) lacks t
 
 from tests.support.fault_proxy import FaultProxy  # noqa: E402
 from tests.support.hub import LocalHub, OlahServer, build_standard_repos  # noqa: E402
+from tests.support.postgres import PostgresServer, require_bindir  # noqa: E402
 from tests.support.tiny_model import build_tiny_st_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -99,3 +100,13 @@ def proxy(hub: LocalHub) -> Iterator[FaultProxy]:
     """A fresh fault-injecting proxy in front of ``hub.endpoint``."""
     with FaultProxy(hub.endpoint) as fault_proxy:
         yield fault_proxy
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on 127.0.0.1 for the session (``.url()``: a fresh schema); see tests/support/postgres.py."""
+    server = PostgresServer(require_bindir())
+    try:
+        yield server
+    finally:
+        server.close()
