@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ log = logging.getLogger("modelcache")
 #: seconds buckets for downloads (tiny configs ... multi-GB weights)
 DOWNLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+#: seconds buckets for one request to a remote embedding server
+REMOTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 def _prometheus():
@@ -60,8 +63,9 @@ class Metrics:
         self.registry = registry if registry is not None else prom.CollectorRegistry()
         r = self.registry
         C, G, H = prom.Counter, prom.Gauge, prom.Histogram  # noqa: N806
-        self.download_seconds = H("modelcache_download_duration_seconds", "Wall time of pulls that used the network.",
-                                  ["repo_id"], buckets=DOWNLOAD_BUCKETS, registry=r)
+        self.download_seconds = H("modelcache_download_duration_seconds",
+                                  "Wall time of pulls that used the network, by outcome (status ok / failed).",
+                                  ["repo_id", "status"], buckets=DOWNLOAD_BUCKETS, registry=r)
         self.download_bytes = C("modelcache_download_bytes", "Bytes downloaded into the cache.", ["repo_id"],
                                 registry=r)
         self.download_retries = C("modelcache_download_retries", "HTTP retries during pulls.", ["repo_id"], registry=r)
@@ -75,14 +79,29 @@ class Metrics:
         self.misses = C("modelcache_cache_misses", "Model requests that needed a download.", ["repo_id"], registry=r)
         self.evictions = C("modelcache_cache_evictions", "Models evicted to stay within the budget.",
                            ["policy"], registry=r)
-        self.validation_failures = C("modelcache_validation_failures", "Failed integrity checks by type.",
-                                     ["check"], registry=r)
+        self.validation_failures = C("modelcache_validation_failures",
+                                     "Failed integrity checks by model and failure type (sha256, size, exists, ...).",
+                                     ["model_id", "failure_type"], registry=r)
         self.load_seconds = H("modelcache_model_load_seconds", "Time to load a model into memory.", ["model"],
                               buckets=LOAD_BUCKETS, registry=r)
         self.resident_memory = G("modelcache_resident_memory_bytes", "Resident memory of this process.", registry=r)
         self.resident_memory.set_function(resident_memory_bytes)
+        self.model_memory = G("modelcache_model_memory_bytes",
+                              "Estimated memory of each model loaded in the pool (as the backend reports it).",
+                              ["model"], registry=r)
+        self.memory_limit = G("modelcache_memory_limit_bytes",
+                              "The loaded-model pool's memory budget (embedding.max_memory_mb); absent when none.",
+                              registry=r)
+        self.load_failures = C("modelcache_model_load_failures", "Tier loads that failed in the fallback chain.",
+                               ["tier"], registry=r)
+        self.disk_free = G("modelcache_disk_free_bytes", "Free bytes on the cache's filesystem.", registry=r)
         self.fallback_activations = C("modelcache_fallback_activations", "Times the fallback chain moved to a tier.",
                                       ["tier", "reason"], registry=r)
+        self.remote_requests = C("modelcache_remote_requests", "Requests to remote embedding servers by outcome.",
+                                 ["tier", "outcome"], registry=r)
+        self.remote_seconds = H("modelcache_remote_request_duration_seconds",
+                                "Latency of requests to remote embedding servers.", ["tier"],
+                                buckets=REMOTE_BUCKETS, registry=r)
         self.degraded = G("modelcache_degraded", "1 while serving from a degraded tier or health is degraded.",
                           registry=r)
 
@@ -92,7 +111,7 @@ class Metrics:
         if getattr(result, "dry_run", False) or not getattr(result, "requests_made", True):
             return
         repo = result.repo_id
-        self.download_seconds.labels(repo).observe(result.seconds)
+        self.download_seconds.labels(repo, "ok").observe(result.seconds)
         self.download_bytes.labels(repo).inc(result.bytes_downloaded)
         stats = getattr(result, "stats", None)
         if stats is not None:
@@ -105,8 +124,10 @@ class Metrics:
         if stats.rate_limited:
             self.rate_limited.labels(repo_id).inc(stats.rate_limited)
 
-    def record_download_failure(self, repo_id: str, stats: Any = None) -> None:
+    def record_download_failure(self, repo_id: str, stats: Any = None, seconds: float | None = None) -> None:
         self.download_failures.labels(repo_id).inc()
+        if seconds is not None:
+            self.download_seconds.labels(repo_id, "failed").observe(seconds)
         if stats is not None:
             self.observe_retries(repo_id, stats)
 
@@ -119,8 +140,21 @@ class Metrics:
     def record_eviction(self, policy: str, count: int = 1) -> None:
         self.evictions.labels(policy).inc(count)
 
-    def record_validation_failure(self, check: str) -> None:
-        self.validation_failures.labels(_check_label(check)).inc()
+    def record_validation_failure(self, check: str, model_id: str = "unknown") -> None:
+        self.validation_failures.labels(model_id or "unknown", _check_label(check)).inc()
+
+    def set_model_memory(self, model: str, size: float | None) -> None:
+        """The memory of one loaded model; ``None`` when it is unloaded (the series goes away)."""
+        if size is None:
+            try:
+                self.model_memory.remove(model)
+            except KeyError:
+                pass
+        else:
+            self.model_memory.labels(model).set(size)
+
+    def record_load_failure(self, tier: str) -> None:
+        self.load_failures.labels(tier).inc()
 
     def observe_load(self, model: str, seconds: float) -> None:
         self.load_seconds.labels(model).observe(seconds)
@@ -131,11 +165,30 @@ class Metrics:
     def set_degraded(self, degraded: bool) -> None:
         self.degraded.set(1 if degraded else 0)
 
+    def observe_remote(self, tier: str, outcome: str, seconds: float) -> None:
+        """One request to a remote tier: ``outcome`` is ``ok``, ``http_<status>``, ``timeout``,
+        ``unreachable`` or ``invalid`` (an answer that is not valid vectors)."""
+        self.remote_requests.labels(tier, outcome).inc()
+        self.remote_seconds.labels(tier).observe(seconds)
+
     # -- live values at scrape time -------------------------------------------------------
     def bind_cache(self, store: Any) -> None:
-        """Read the cache's size and model count from ``store`` at every scrape."""
+        """Read the cache's size, model count and free disk from ``store`` at every scrape."""
         self.cache_size.set_function(lambda: float(sum(r.size for r in store.repos())))
         self.cache_models.set_function(lambda: float(sum(1 for r in store.repos() if r.commits)))
+
+        def free() -> float:
+            probe = store.root
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            return float(shutil.disk_usage(probe).free)
+
+        self.disk_free.set_function(free)
+
+    def bind_pool(self, pool: Any) -> None:
+        """Report ``pool``'s memory budget (``max_memory_bytes``) as ``modelcache_memory_limit_bytes``."""
+        if getattr(pool, "max_memory_bytes", None):
+            self.memory_limit.set(float(pool.max_memory_bytes))
 
     def bind_health(self, probe: Callable[[], str], ttl_s: float = 30.0) -> None:
         """Set the degraded gauge from ``probe()`` (``"ok"`` / ``"degraded"`` / ``"failed"``),
@@ -195,9 +248,9 @@ def observe_pull(result: Any) -> None:
         _active.observe_pull(result)
 
 
-def record_download_failure(repo_id: str, stats: Any = None) -> None:
+def record_download_failure(repo_id: str, stats: Any = None, seconds: float | None = None) -> None:
     if _active is not None:
-        _active.record_download_failure(repo_id, stats)
+        _active.record_download_failure(repo_id, stats, seconds)
 
 
 def record_hit(repo_id: str) -> None:
@@ -215,9 +268,19 @@ def record_eviction(policy: str, count: int = 1) -> None:
         _active.record_eviction(policy, count)
 
 
-def record_validation_failure(check: str) -> None:
+def record_validation_failure(check: str, model_id: str = "unknown") -> None:
     if _active is not None:
-        _active.record_validation_failure(check)
+        _active.record_validation_failure(check, model_id)
+
+
+def set_model_memory(model: str, size: float | None) -> None:
+    if _active is not None:
+        _active.set_model_memory(model, size)
+
+
+def record_load_failure(tier: str) -> None:
+    if _active is not None:
+        _active.record_load_failure(tier)
 
 
 def observe_load(model: str, seconds: float) -> None:
@@ -233,6 +296,43 @@ def record_fallback(tier: str, reason: str = "") -> None:
 def set_degraded(degraded: bool) -> None:
     if _active is not None:
         _active.set_degraded(degraded)
+
+
+def observe_remote(tier: str, outcome: str, seconds: float) -> None:
+    if _active is not None:
+        _active.observe_remote(tier, outcome, seconds)
+
+
+#: the metrics servers ``monitoring.metrics_port`` started, by (host, port): one per process
+_servers: dict[tuple[str, int], Any] = {}
+_servers_lock = threading.Lock()
+
+
+def apply_monitoring(settings: Any, store: Any = None, pool: Any = None, serve_port: bool = False) -> Metrics | None:
+    """What ``monitoring.*`` says: ``enabled`` records metrics (in the active sink, else a new one);
+    ``metrics_port`` with ``serve_port`` also serves ``/metrics`` from a daemon thread, once per process
+    (a port already taken is a warning, never a failed start). Returns the sink, or None when off."""
+    mon = getattr(settings, "monitoring", None)
+    if mon is None or not mon.enabled:
+        return None
+    sink = _active or enable()
+    if store is not None:
+        sink.bind_cache(store)
+    if pool is not None:
+        sink.bind_pool(pool)
+    if serve_port and mon.metrics_port is not None:
+        with _servers_lock:
+            key = (mon.metrics_host, mon.metrics_port)
+            if key not in _servers:
+                try:
+                    server = serve(sink, mon.metrics_port, mon.metrics_host)
+                except OSError as exc:
+                    log.warning("monitoring.metrics_port: cannot serve metrics on %s:%s (%s)", *key, exc)
+                    return sink
+                threading.Thread(target=server.serve_forever, name="modelcache-metrics", daemon=True).start()
+                _servers[key] = server
+                log.info("metrics at http://%s:%s/metrics", key[0], server.server_address[1])
+    return sink
 
 
 def serve(metrics: Metrics, port: int = 0, host: str = "127.0.0.1"):
@@ -251,4 +351,5 @@ def serve(metrics: Metrics, port: int = 0, host: str = "127.0.0.1"):
 
 __all__ = ["Metrics", "enable", "disable", "active", "observe_pull", "record_download_failure", "record_hit",
            "record_miss", "record_eviction", "record_validation_failure", "observe_load", "record_fallback",
-           "set_degraded", "serve", "resident_memory_bytes"]
+           "set_degraded", "serve", "resident_memory_bytes", "set_model_memory", "record_load_failure",
+           "apply_monitoring"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelcache.settings import Settings, load_settings
+from modelcache.settings import RemoteSection, Settings, load_settings
 
 
 class EmbeddingOptions(BaseModel):
@@ -71,6 +71,11 @@ class EmbeddingOptions(BaseModel):
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
     """Truncate texts at this many tokens (sentence-transformers' max_seq_length). None: the model's."""
 
+    remote: list[RemoteSection] | None = None
+    """Remote embedding servers tried before the local model, e.g. ``[{"url": "http://gpu:8000/v1", "model":
+    "sentence-transformers/all-MiniLM-L6-v2", "api": "openai"}]`` (also ``token``, ``timeout_s``,
+    ``batch_size``; ``api: tei`` for TEI's /embed). None: the config's ``remote:`` list."""
+
 
 #: the adapters' fields that configure the service (besides the model name)
 OPTION_FIELDS = tuple(EmbeddingOptions.model_fields)
@@ -81,7 +86,7 @@ def settings_from_options(config: str | Path | dict | Settings | None = None, *,
                           backend: str | None = None, device: str | None = None, precision: str | None = None,
                           cache_dir: str | Path | None = None, endpoints: Sequence[str] | None = None,
                           batch_size: int | None = None, offline: bool | None = None,
-                          token: str | None = None) -> Settings:
+                          token: str | None = None, remote: Sequence[Any] | None = None) -> Settings:
     """Settings from the adapters' flat fields; None means "as configured" (env, config file)."""
     if isinstance(config, Settings):
         data = config.model_dump(exclude_none=True)
@@ -95,7 +100,7 @@ def settings_from_options(config: str | Path | dict | Settings | None = None, *,
     fallback = {k: v for k, v in (("models", list(fallback_models) if fallback_models is not None else None),
                                   ("strategy", fallback_strategy)) if v is not None}
     return load_settings(
-        config, model=model, offline=offline, token=token,
+        config, model=model, offline=offline, token=token, remote=list(remote) if remote is not None else None,
         embedding=embedding or None, fallback=fallback or None,
         model_cache={"directory": str(cache_dir)} if cache_dir is not None else None,
         download={"endpoints": list(endpoints)} if endpoints is not None else None,

@@ -79,7 +79,7 @@ class RecoveryMixin:
         if active is None or active not in chain:
             return []
         better = chain[:chain.index(active)]
-        return [t for t in better if (t.spec is not None or t.kind == "keyword") and self._cooled_down(t)]
+        return [t for t in better if (t.spec is not None or t.kind in ("keyword", "remote")) and self._cooled_down(t)]
 
     def _maybe_recover(self) -> None:
         if not self._better_due():

@@ -50,6 +50,7 @@ from modelcache.registry import ModelSpec, Registry, get_registry
 from modelcache.serving.batching import MicroBatcher
 from modelcache.serving.options import settings_from_options
 from modelcache.serving.recovery import RecoveryMixin, call_within
+from modelcache.serving.remote import load_remote
 from modelcache.serving.tiers import DEFAULT_DIMS, Strategy, Tier, TierPlan, _reason
 from modelcache.settings import Settings, load_settings
 from modelcache.texts import check_texts
@@ -97,6 +98,7 @@ class EmbeddingService(RecoveryMixin):
         self.counters: Counter = Counter()
         self._tiers: list[Tier] | None = None
         self._active: Tier | None = None
+        metrics.apply_monitoring(self.settings, serve_port=True)  # monitoring.enabled / metrics_port
         self._preferred_fp: str | None = None
         self._dims: int | None = None
         self._warned_degraded = False
@@ -109,7 +111,7 @@ class EmbeddingService(RecoveryMixin):
     def from_options(cls, *, model: str | None = None, revision: str | None = None,
                      fallback_models: Sequence[str] | None = None, fallback_strategy: str | None = None,
                      backend: str | None = None, device: str | None = None, precision: str | None = None,
-                     cache_dir: str | Path | None = None,
+                     cache_dir: str | Path | None = None, remote: Sequence[Any] | None = None,
                      endpoints: Sequence[str] | None = None, normalize: bool | None = None,
                      batch_size: int | None = None, offline: bool | None = None, query_prompt: str | None = None,
                      document_prompt: str | None = None, config: str | Path | dict | Settings | None = None,
@@ -119,7 +121,7 @@ class EmbeddingService(RecoveryMixin):
         settings = settings_from_options(config, model=model, fallback_models=fallback_models,
                                          fallback_strategy=fallback_strategy, backend=backend, device=device,
                                          precision=precision, cache_dir=cache_dir, endpoints=endpoints,
-                                         batch_size=batch_size, offline=offline, token=token)
+                                         batch_size=batch_size, offline=offline, token=token, remote=remote)
         return cls(settings, model, revision=revision, query_prompt=query_prompt,
                    document_prompt=document_prompt, normalize=normalize, max_length=max_length, **service_kwargs)
 
@@ -147,7 +149,8 @@ class EmbeddingService(RecoveryMixin):
         """The chain, planned on first use (registry lookups only, nothing loaded)."""
         with self._lock:
             if self._tiers is None:
-                plan = TierPlan(self.settings.fallback, self.strategy, self._spec, self._dims_hint)
+                plan = TierPlan(self.settings.fallback, self.strategy, self._spec, self._dims_hint,
+                                self.settings.remote)
                 self._tiers = plan.tiers(self.model, self.fallback_models)
                 self._dims = plan.dims
             return self._tiers
@@ -214,13 +217,13 @@ class EmbeddingService(RecoveryMixin):
 
     # -- loading ------------------------------------------------------------------------
     def _cooled_down(self, tier: Tier) -> bool:
-        if tier.ok is not False or tier._failed_at is None:
-            return True
-        return time.monotonic() - tier._failed_at >= self.settings.fallback.retry_preferred_after_s
+        return tier.cooled_down(self.settings.fallback.retry_preferred_after_s)
 
     def _load(self, tier: Tier, retries: int | None = None):
         if tier.kind == "keyword":
             return HashedEncoder(self._dims or DEFAULT_DIMS)
+        if tier.kind == "remote":
+            return load_remote(self, tier)  # the probe decides its fingerprint (same space or its own)
         revision = self.revision if tier.kind == "preferred" else None
         encoder = self.manager.load(tier.spec, revision, retries=retries)
         want = self._dims if tier.kind != "preferred" else (self._dims_hint or (tier.spec.dims if tier.spec else None))
@@ -241,10 +244,13 @@ class EmbeddingService(RecoveryMixin):
     def _fail(self, tier: Tier, exc: BaseException, during: str = "load") -> None:
         reason = _reason(exc)
         self.counters[f"tier_failures:{tier.name}"] += 1
+        if during == "load":
+            metrics.record_load_failure(tier.name)
         first = tier.ok is not False or tier.reason != reason
         tier.ok, tier.reason, tier.encoder = False, reason, None
         tier.failures += 1
-        tier.last_failure, tier._failed_at = time.time(), time.monotonic()
+        tier.last_failure, tier._failed_at, tier.retry_after = time.time(), time.monotonic(), getattr(
+            exc, "retry_after", None)  # a server's Retry-After lengthens the cool-down
         if first:
             log.warning("embedding tier %s (%s) failed to %s: %s", tier.name, tier.model, during, reason)
         else:
@@ -349,13 +355,13 @@ class EmbeddingService(RecoveryMixin):
         for _ in range(len(self.tiers) + 1):
             with self._lock:
                 tier = self._active or self._activate()
-                encoder = tier.encoder
+                encoder, fingerprint, dims = tier.encoder, tier.fingerprint, tier.dims  # one tier's, together
             batcher = self._batcher_for(encoder)
             try:
                 raw = batcher.encode(texts, kind) if batcher is not None else encoder.encode(texts, kind=kind)
                 vectors = np.asarray(raw, dtype=np.float32)
-                if vectors.shape != (len(texts), tier.dims):
-                    raise ValueError(f"encoder returned shape {vectors.shape}, expected {(len(texts), tier.dims)}")
+                if vectors.shape != (len(texts), dims):
+                    raise ValueError(f"encoder returned shape {vectors.shape}, expected {(len(texts), dims)}")
             except OverloadedError:
                 raise  # back-pressure is the caller's to handle, not a broken model
             except BatcherClosedError:
@@ -372,7 +378,7 @@ class EmbeddingService(RecoveryMixin):
             self.counters["texts"] += len(texts)
             if not self._same_space(tier):
                 self.counters["degraded_embeds"] += 1
-            return vectors, tier.fingerprint
+            return vectors, fingerprint
         raise ModelUnavailableError(self.model, {t.name: t.reason or "" for t in self.tiers if t.ok is False})
 
     def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:

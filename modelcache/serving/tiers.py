@@ -1,16 +1,22 @@
 """The rungs of the fallback chain (:class:`Tier`) and the names the chain knows.
+
+The order: the ``remote:`` servers (:mod:`modelcache.serving.remote`), the preferred model, its
+fallbacks, the bundled model, keyword mode.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from modelcache.backends.remote import server_label
 from modelcache.cache.modelfiles import dims_from_dir
+from modelcache.origins import redact_url
 from modelcache.registry import ModelSpec
-from modelcache.settings import FallbackSection
+from modelcache.settings import FallbackSection, RemoteSection
 
 if TYPE_CHECKING:
     pass
@@ -37,7 +43,7 @@ class Tier:
     """One rung of the chain and what happened the last time it was tried."""
 
     name: str
-    kind: Literal["preferred", "fallback", "bundled", "keyword"]
+    kind: Literal["remote", "preferred", "fallback", "bundled", "keyword"]
     model: str
     spec: ModelSpec | None = None
     enabled: bool = True
@@ -49,13 +55,28 @@ class Tier:
     fingerprint: str | None = None
     dims: int | None = None
     encoder: Any = None
+    remote: RemoteSection | None = None
+    """The server of a ``remote`` tier."""
+    probe: dict | None = None
+    """A remote tier's last same-space probe: against which local tier, the lowest cosine, the verdict."""
+    retry_after: float | None = None
+    """The Retry-After of the last failure (seconds): the cool-down is at least this long."""
     _failed_at: float | None = None
+
+    def cooled_down(self, cool_down_s: float) -> bool:
+        """Whether to try the tier again: it has not failed, or failed ``cool_down_s`` ago (or longer
+        ago than the server's Retry-After, when that is longer)."""
+        if self.ok is not False or self._failed_at is None:
+            return True
+        return time.monotonic() - self._failed_at >= max(cool_down_s, self.retry_after or 0.0)
 
     def to_dict(self, active: bool = False) -> dict:
         return {"name": self.name, "kind": self.kind, "model": self.model, "enabled": self.enabled,
                 "ok": self.ok, "reason": self.reason, "last_failure": self.last_failure,
                 "failures": self.failures, "fingerprint": self.fingerprint, "dims": self.dims,
-                "same_space": self.same_space, "active": active}
+                "same_space": self.same_space, "active": active,
+                **({"url": redact_url(self.remote.url), "api": self.remote.api, "probe": self.probe}
+                   if self.remote is not None else {})}
 
 
 class TierPlan:
@@ -67,8 +88,9 @@ class TierPlan:
     """
 
     def __init__(self, fallback: FallbackSection, strategy: Strategy, spec: Callable[[str], ModelSpec],
-                 dims_hint: int | None = None) -> None:
+                 dims_hint: int | None = None, remote: Sequence[RemoteSection] = ()) -> None:
         self.fallback, self.strategy, self.spec, self.dims_hint = fallback, strategy, spec, dims_hint
+        self.remote = list(remote)
         self.dims: int | None = None
 
     def _expected_dims(self, preferred: ModelSpec | None) -> int | None:
@@ -83,8 +105,13 @@ class TierPlan:
         return None
 
     def tiers(self, model: str, fallback_models: Sequence[str]) -> list[Tier]:
-        """The chain for ``model``: preferred, then the fallbacks the strategy allows (nothing loaded)."""
+        """The chain for ``model``: the remote servers, preferred, then the fallbacks the strategy allows
+        (nothing loaded)."""
         tiers: list[Tier] = []
+        for cfg in self.remote:
+            label = server_label(cfg)
+            if all(t.name != label for t in tiers):  # the same server listed twice is one tier
+                tiers.append(Tier(label, "remote", cfg.model, remote=cfg))
         fb = self.fallback
         try:
             pref = self.spec(model)
@@ -93,6 +120,8 @@ class TierPlan:
             pref = None
             tiers.append(Tier("preferred", "preferred", model, None, ok=False, reason=_reason(exc)))
         self.dims = self._expected_dims(pref)
+        if fb.bundled_models_only:
+            return self._bundled_only(tiers, pref)
         # manual: only what is listed; strict: only the registry's same-space entries (the
         # bundled copy included when the registry says so); auto: all of it, then keyword
         listed = [] if self.strategy == "strict" else list(fallback_models)
@@ -110,6 +139,19 @@ class TierPlan:
                 continue
             tiers.append(tier)
         return tiers
+
+    def _bundled_only(self, tiers: list[Tier], pref: ModelSpec | None) -> list[Tier]:
+        """``fallback.bundled_models_only``: the bundled model, then keyword mode; every other tier
+        is listed as skipped (never loaded, never downloaded). The chain's vectors are the bundled model's."""
+        for tier in tiers:
+            tier.enabled, tier.reason = False, tier.reason or "skipped (fallback.bundled_models_only=true)"
+        try:
+            self.dims = self.spec(BUNDLED_MODEL).dims or self.dims
+        except Exception:  # noqa: BLE001 - reported by the bundled tier itself below
+            pass
+        out = [*tiers, *(t for t in (self._candidate(n, pref, self.fallback) for n in (BUNDLED_MODEL, KEYWORD))
+                         if t is not None)]
+        return out
 
     def _candidate(self, name: str, pref: ModelSpec | None, fb) -> Tier | None:
         if name == KEYWORD:
