@@ -81,7 +81,8 @@ class DiskSpaceError(ModelCacheError, OSError):
         self.path, self.needed, self.free = path, needed, free
         super().__init__(
             f"Not enough disk space in {path}: need {needed:,} bytes, {free:,} free. Free some "
-            "space (`modelcache rm MODEL`) or point MODELCACHE_CACHE_DIR to a larger volume."
+            "space (`modelcache rm MODEL`, or set model_cache.evict_on_disk_full: true to let a pull evict "
+            "least recently used models) or point MODELCACHE_CACHE_DIR to a larger volume."
         )
 
 

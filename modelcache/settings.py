@@ -57,6 +57,12 @@ class ModelCacheSection(_Section):
     """None: detect (a cache we cannot write to is used read-only)."""
     lockfile: Path | None = None
     """Pins file (commit + sha256 per file). None: inside the cache's .locks/modelcache."""
+    max_idle_days: float | None = Field(default=None, gt=0, le=36_500)
+    """Remove a cached model not used for this many days (by last access; never a pinned one):
+    on each pull that writes, and shown first by ``modelcache prune``. None: keep unused models."""
+    evict_on_disk_full: bool = False
+    """A pull that does not fit on the disk evicts least recently used unpinned models to make
+    room and retries (else it fails with DiskSpaceError, nothing evicted)."""
 
 
 class DownloadSection(_Section):

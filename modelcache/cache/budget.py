@@ -1,5 +1,8 @@
 """The cache budget: ``max_size_gb`` / ``max_models``, eviction by policy, and housekeeping.
 
+- ``max_idle_days``: a model not used for that long (``last_access``, else its download date)
+  is removed whatever the budget (never a pinned one): on each pull that writes
+  (:func:`ensure_room`) and by ``prune`` (which shows it first: a dry run unless ``--yes``).
 - Policy ``lru`` evicts the least recently used model first (``last_access``, else the
   download date), ``fifo`` the oldest download, ``manual`` nothing (over budget is an error
   that shows the numbers; you remove models yourself).
@@ -8,6 +11,8 @@
   ``.part`` files, ``*.incomplete`` files, leftover trash) and quarantined files.
 - :func:`ensure_room` is what a pull calls before downloading: it evicts first or raises
   :class:`BudgetExceededError` with the numbers.
+- :func:`modelcache.cache.diskroom.make_disk_room`: a pull on a full disk, when
+  ``model_cache.evict_on_disk_full`` allows it.
 
 Everything is planned first (:func:`plan`) and applied second (:func:`apply`), so a dry run
 shows exactly what would go.
@@ -21,6 +26,7 @@ import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,6 +77,7 @@ class Plan:
     size_before: int
     models_before: int
     max_size_gb: float | None = None
+    max_idle_days: float | None = None
     needed: int = 0
     evict: list[dict] = field(default_factory=list)
     partials: list[dict] = field(default_factory=list)
@@ -101,13 +108,25 @@ def set_pinned(store: CacheStore, repo_id: str, pinned: bool = True) -> None:
 
 
 # -- inventory ----------------------------------------------------------------------------
+def _when(value: Any) -> float | None:
+    """A metadata time as a unix timestamp: a number, or an ISO-8601 string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) or None
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
 def entries(store: CacheStore) -> list[Entry]:
     out = []
     for repo in store.repos():
         meta = repo.meta
-        downloaded = float(meta.get("downloaded_at") or _mtime(repo.path))
+        downloaded = _when(meta.get("downloaded_at")) or _mtime(repo.path)
         out.append(Entry(repo.repo_id, _blobs_size(repo.path), bool(meta.get("pinned")),
-                         float(meta.get("last_access") or downloaded), downloaded,
+                         _when(meta.get("last_access")) or downloaded, downloaded,
                          int(meta.get("access_count", 0))))
     return out
 
@@ -201,11 +220,14 @@ def _order(items: list[Entry], policy: str) -> list[Entry]:
 
 
 def plan(mgr: CacheOwner, needed: int = 0, for_repo: str | None = None, housekeeping: bool = True,
-         max_size_gb: float | None = None, max_models: int | None = None, policy: str | None = None) -> Plan:
-    """What to remove so the cache (plus ``needed`` bytes for ``for_repo``) fits the budget.
+         max_size_gb: float | None = None, max_models: int | None = None, policy: str | None = None,
+         max_idle_days: float | None = None, now: float | None = None) -> Plan:
+    """What to remove so the cache (plus ``needed`` bytes for ``for_repo``) fits the budget, and
+    which models were not used for ``max_idle_days``.
 
     ``mgr`` is anything with ``.store`` and ``.settings`` (a ModelManager or a Puller). The
-    limits default to ``settings.model_cache``; ``for_repo`` is never evicted.
+    limits default to ``settings.model_cache``; ``for_repo`` and pinned models are never evicted.
+    Each eviction says why (``reason``).
     """
     mc = mgr.settings.model_cache
     store: CacheStore = mgr.store
@@ -213,14 +235,27 @@ def plan(mgr: CacheOwner, needed: int = 0, for_repo: str | None = None, housekee
     gb = max_size_gb if max_size_gb is not None else mc.max_size_gb
     limit = int(gb * GB) if gb else None
     max_models = max_models if max_models is not None else mc.max_models
+    idle_days = max_idle_days if max_idle_days is not None else mc.max_idle_days
+    now = time.time() if now is None else now
     items = entries(store)
-    size = sum(e.size for e in items)
-    count = sum(1 for e in items)
     new_repo = bool(for_repo) and not any(e.repo_id == for_repo for e in items)
-    p = Plan(policy, limit, max_models, size, count, max_size_gb=gb, needed=needed)
+    p = Plan(policy, limit, max_models, sum(e.size for e in items), len(items), max_size_gb=gb,
+             max_idle_days=idle_days, needed=needed)
     if housekeeping:
         p.partials = partials(store)
         p.quarantined = quarantined(store)
+    if idle_days:
+        for e in _order(items, "lru"):
+            idle = (now - e.last_access) / 86_400
+            if not e.pinned and e.repo_id != for_repo and idle > idle_days:
+                p.evict.append({"repo_id": e.repo_id, "size": e.size, "last_access": e.last_access,
+                                "downloaded_at": e.downloaded_at,
+                                "reason": f"unused for {idle:.1f} days (max_idle_days {idle_days:g})"})
+        idle_gone = {x["repo_id"] for x in p.evict}
+        items = [e for e in items if e.repo_id not in idle_gone]
+    size = sum(e.size for e in items)
+    count = len(items)
+    idle_evictions = list(p.evict)
 
     def over(size_now: int, count_now: int) -> bool:
         return bool((limit is not None and size_now + needed > limit)
@@ -236,7 +271,7 @@ def plan(mgr: CacheOwner, needed: int = 0, for_repo: str | None = None, housekee
         if not over(size, count):
             break
         p.evict.append({"repo_id": e.repo_id, "size": e.size, "last_access": e.last_access,
-                        "downloaded_at": e.downloaded_at})
+                        "downloaded_at": e.downloaded_at, "reason": f"over budget (policy {policy})"})
         size -= e.size
         count -= 1
     if over(size, count):
@@ -244,7 +279,7 @@ def plan(mgr: CacheOwner, needed: int = 0, for_repo: str | None = None, housekee
         p.over_budget = True
         p.reason = "evicting every unpinned model would not be enough" + (
             f" (pinned: {', '.join(pinned)})" if pinned else "")
-        p.evict = []  # never evict for nothing
+        p.evict = idle_evictions  # never evict for nothing (the idle ones go anyway)
     return p
 
 
@@ -309,15 +344,17 @@ def prune(mgr: CacheOwner, dry_run: bool = False, **limits: Any) -> dict:
     return out
 
 
-def ensure_room(mgr: CacheOwner, needed_bytes: int, repo_id: str | None = None) -> list[str]:
+def ensure_room(mgr: CacheOwner, needed_bytes: int, repo_id: str | None = None,
+                report: list[dict] | None = None) -> list[str]:
     """Before a pull of ``needed_bytes`` into ``repo_id``: evict per policy, or raise
     :class:`BudgetExceededError` with the numbers. A no-op (``[]``) without a budget.
 
     ``mgr`` is a ModelManager or anything with ``.store``, ``.settings``, ``.lockfile``
-    (the Puller qualifies). Returns the evicted repo ids.
+    (the Puller qualifies). Returns the evicted repo ids; ``report`` gets ``{"repo_id", "reason"}``
+    for each.
     """
     mc = mgr.settings.model_cache
-    if mc.max_size_gb is None and mc.max_models is None:
+    if mc.max_size_gb is None and mc.max_models is None and mc.max_idle_days is None:
         return []
     p = plan(mgr, needed=needed_bytes, for_repo=repo_id, housekeeping=False)
     if p.over_budget:
@@ -326,6 +363,9 @@ def ensure_room(mgr: CacheOwner, needed_bytes: int, repo_id: str | None = None) 
     if not p.evict:
         return []
     done = apply(mgr, p)["evicted"]
+    if report is not None:
+        report.extend({"repo_id": e["repo_id"], "reason": e.get("reason", "")} for e in p.evict
+                      if e["repo_id"] in done)
     if len(done) < len(p.evict):
         raise BudgetExceededError(needed_bytes, p.size_before, p.max_bytes, p.models_before, p.max_models,
                                   p.policy, "a model chosen for eviction is in use by another process", p.max_size_gb)

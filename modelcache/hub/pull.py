@@ -60,6 +60,9 @@ class PullResult:
     requests_made: bool = True
     dry_run: bool = False
     stats: RetryStats = field(default_factory=RetryStats)
+    evicted: list[dict] = field(default_factory=list)
+    """Models this pull evicted, each ``{"repo_id", "reason"}``: the budget, ``max_idle_days``, or a full
+    disk (``model_cache.evict_on_disk_full``)."""
 
     def to_dict(self) -> dict:
         return {
@@ -68,7 +71,7 @@ class PullResult:
             "downloaded": self.downloaded, "bytes_downloaded": self.bytes_downloaded,
             "seconds": round(self.seconds, 3), "network": self.requests_made, "dry_run": self.dry_run,
             "retries": self.stats.retries, "rate_limited": self.stats.rate_limited,
-            "bytes_received": self.stats.bytes_received,
+            "bytes_received": self.stats.bytes_received, "evicted": self.evicted,
         }
 
 
@@ -208,8 +211,9 @@ class Puller:
         files = select_files(spec, remote.files(spec.repo_id, commit), allow_pickle, include)
         self._check_known(spec, commit, files)
         missing = {p: e for p, e in files.items() if not self._have(spec.repo_id, commit, e)}
-        ensure_room(self, sum(e.size or 0 for e in missing.values()), spec.repo_id)
-        self.store.preflight(sum(e.size or 0 for e in missing.values()), self.settings.download.disk_margin_mb)
+        evicted: list[dict] = []
+        ensure_room(self, sum(e.size or 0 for e in missing.values()), spec.repo_id, report=evicted)
+        evicted += self._preflight(spec.repo_id, sum(e.size or 0 for e in missing.values()))
         with self.store.staging() as staging:
             self._fetch_all(spec.repo_id, commit, missing, remote, staging, stats)
             snapshot = publish(self.store, self.lockfile, repo_id=spec.repo_id, revision=revision, commit=commit,
@@ -217,11 +221,28 @@ class Puller:
                                lock=include is None)
         result = PullResult(spec.repo_id, revision, commit, snapshot, remote.shown, files,
                             downloaded=sorted(missing), bytes_downloaded=sum(e.size or 0 for e in missing.values()),
-                            seconds=time.perf_counter() - t0, stats=stats)
+                            seconds=time.perf_counter() - t0, stats=stats, evicted=evicted)
         log.info("pulled %s@%s (%s) from %s: %d files, %d bytes in %.1fs", spec.repo_id, revision,
                  commit[:12], remote.shown, len(missing), result.bytes_downloaded, result.seconds)
         metrics.observe_pull(result)
         return result
+
+    def _preflight(self, repo_id: str, need: int) -> list[dict]:
+        """The disk check before any byte moves. On a real shortfall, evict least recently used
+        unpinned models and check again when ``model_cache.evict_on_disk_full`` allows it (returns
+        them); else :class:`DiskSpaceError`."""
+        margin = self.settings.download.disk_margin_mb
+        try:
+            self.store.preflight(need, margin)
+            return []
+        except DiskSpaceError:
+            if not self.settings.model_cache.evict_on_disk_full:
+                raise
+        from modelcache.cache.diskroom import make_disk_room
+
+        evicted = make_disk_room(self, need, margin, repo_id)
+        self.store.preflight(need, margin)  # still short (a file held open elsewhere): the error, with the numbers
+        return [{"repo_id": r, "reason": "disk full (model_cache.evict_on_disk_full)"} for r in evicted]
 
     def _fetch_all(self, repo_id: str, commit: str, missing: dict[str, FileExpectation], remote: RemoteRepo,
                    staging: Path, stats: RetryStats) -> None:

@@ -261,17 +261,17 @@ def test_prune_pin_unpin(online: LocalHub, tiny_model_dir: Path, tmp_path: Path,
     assert [x["path"] for x in plan["quarantined"]] == [str(q)] and q.exists()
     assert len(repo_dirs(cache)) == 2
 
-    done = run("prune", "--max-models", "1")
+    done = run("prune", "--max-models", "1", "--yes")
     assert done["applied"]["evicted"] == [other.repo_id] and not q.exists()
     assert repo_dirs(cache) == ["models--tiny-org--tiny-st"]
     assert run("verify", TINY_REPO)["ok"]
 
     # everything left is pinned: over budget is an error with the numbers
-    out = run("prune", "--max-size-gb", "0.000001", code=1)
+    out = run("prune", "--max-size-gb", "0.000001", "--yes", code=1)
     assert out["error"] == "BudgetExceededError" and "pinned: tiny-org/tiny-st" in out["message"]
     assert "bytes cached" in out["message"] and "max_size_gb 1e-06" in out["message"]
     run("unpin", TINY_REPO)
-    assert run("prune", "--max-size-gb", "0.000001")["applied"]["evicted"] == [TINY_REPO]
+    assert run("prune", "--max-size-gb", "0.000001", "--yes")["applied"]["evicted"] == [TINY_REPO]
     assert repo_dirs(cache) == []
     assert run("pin", TINY_REPO, code=1)["error"] == "FileNotFoundError"
 

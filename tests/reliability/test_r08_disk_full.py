@@ -138,7 +138,7 @@ def test_prune_frees_room_on_a_full_filesystem(small_fs, hub, record_property):
     assert_nothing_partial(root, PICKLE_REPO)
     drop_loaded_models(mgr)
     before = free_bytes(root)
-    pruned = subprocess.run([sys.executable, "-m", "modelcache", "prune", "--max-size-gb", "0.001", "--json"],
+    pruned = subprocess.run([sys.executable, "-m", "modelcache", "prune", "--max-size-gb", "0.001", "--yes", "--json"],
                             capture_output=True, text=True, env=os.environ.copy())
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     assert json.loads(pruned.stdout)["applied"]["evicted"] == [TINY_REPO]

@@ -95,7 +95,7 @@ def test_rm_and_prune_in_another_process_while_32_threads_embed(hub, monkeypatch
         assert removed.returncode == 0, removed.stdout + removed.stderr
         after_rm = counts["embeds"]
         assert wait_for(lambda: counts["embeds"] >= after_rm + 2 * THREADS or bool(crashes), timeout=120)
-        pruned = _cli("prune", "--max-size-gb", "0.000001")
+        pruned = _cli("prune", "--max-size-gb", "0.000001", "--yes")
         assert pruned.returncode == 0, pruned.stdout + pruned.stderr
         after_prune = counts["embeds"]
         assert wait_for(lambda: counts["embeds"] >= after_prune + 2 * THREADS or bool(crashes), timeout=120)

@@ -75,6 +75,8 @@ def pull(model: Annotated[str, typer.Argument(help="Registry name, alias or Hub 
                       f"{verb} {len(result.downloaded)} files, {result.bytes_downloaded / 1e6:.1f} MB"
                       + (f" from {result.endpoint}" if result.endpoint else " (cached, no network)")
                       + f"\n  {result.snapshot}")
+        for e in result.evicted:
+            console.print(f"  evicted {e['repo_id']}: {e['reason']}", highlight=False)
         if result.downloaded and not dry_run:
             console.print(f"  verified {len(result.downloaded)} files: size, hash, format", highlight=False)
         if functional and "deferred" in functional:  # plain text: the note names extras in [brackets]

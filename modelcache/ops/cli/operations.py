@@ -80,32 +80,45 @@ def import_(file: Annotated[Path, typer.Argument(help="Bundle made by `modelcach
 
 # -- budget -------------------------------------------------------------------------------
 @app.command()
-def prune(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")] = False,
+def prune(yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove for real (default: only show what "
+                                            "would go).")] = False,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed (the default; "
+                                                "wins over --yes).")] = False,
           max_size_gb: Annotated[Optional[float], typer.Option(help="Override model_cache.max_size_gb.")] = None,
           max_models: Annotated[Optional[int], typer.Option(help="Override model_cache.max_models.")] = None,
+          max_idle_days: Annotated[Optional[float], typer.Option(
+              help="Override model_cache.max_idle_days: remove models unused this long.")] = None,
           policy: Annotated[Optional[str], typer.Option(help="lru, fifo or manual.")] = None,
           as_json: JsonOpt = False, config: ConfigOpt = None):
-    """Enforce the cache budget (pinned models stay) and remove partial downloads and quarantined files."""
+    """Show (or with --yes remove) what the budget and max_idle_days would evict (pinned models stay),
+    partial downloads and quarantined files."""
     from modelcache.cache import budget
 
+    dry_run = dry_run or not yes
     if policy is not None and policy not in ("lru", "fifo", "manual"):
         _fail(as_json, ValueError(f"--policy {policy!r}: allowed: lru, fifo, manual"))
+    if max_idle_days is not None and not max_idle_days > 0:
+        _fail(as_json, ValueError(f"--max-idle-days {max_idle_days}: must be more than 0"))
     try:
         mgr = _manager(config)
-        out = budget.prune(mgr, dry_run=dry_run, max_size_gb=max_size_gb, max_models=max_models, policy=policy)
+        out = budget.prune(mgr, dry_run=dry_run, max_size_gb=max_size_gb, max_models=max_models, policy=policy,
+                           max_idle_days=max_idle_days)
     except (ModelCacheError, OSError) as exc:
         _fail(as_json, exc)
 
     def render():
         verb = "would remove" if dry_run else "removed"
         for e in out["evict"]:
-            console.print(f"{verb} model {e['repo_id']} ({e['size'] / 1e6:.1f} MB, policy {out['policy']})")
+            console.print(f"{verb} model {e['repo_id']} ({e['size'] / 1e6:.1f} MB, {e.get('reason')})",
+                          highlight=False)
         for x in out["partials"]:
             console.print(f"{verb} partial download {x['path']} ({x['size'] / 1e6:.1f} MB)", highlight=False)
         for x in out["quarantined"]:
             console.print(f"{verb} quarantined {x['path']} ({x['size'] / 1e6:.1f} MB)", highlight=False)
         console.print(f"{out['size_before'] / 1e6:.1f} MB in {out['models_before']} models → "
                       f"{out['size_after'] / 1e6:.1f} MB in {out['models_after']}; {verb} {out['freed'] / 1e6:.1f} MB")
+        if dry_run:
+            console.print("dry run: nothing was removed; `modelcache prune --yes` removes it")
 
     _emit(as_json, {"ok": True} | out, render)
 
