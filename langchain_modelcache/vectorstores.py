@@ -34,8 +34,9 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 
-from modelcache.memory.db import Memory, MemoryDB, SQLiteMemoryDB
+from modelcache.memory.db import Memory, MemoryDB
 from modelcache.memory.engine import MemoryEngine
+from modelcache.memory.open import is_memory_db, open_memory_db, resolve_memory_target
 from modelcache.memory.records import ID_KEY, MODES, Hit, Mode, SyncReport
 
 from .embeddings import ManagedEmbeddings
@@ -46,6 +47,7 @@ log = logging.getLogger("modelcache")
 SEARCH_KEY = "memory_search"
 SCORE_KEY = "memory_score"
 _RESERVED = (ID_KEY, SEARCH_KEY, SCORE_KEY)
+_NO_DIR: Any = object()  # memory_dir not given: memory_url must be
 _QDRANT_NAMESPACE = uuid.UUID("6f0e5a8e-3b7c-5d2a-9c41-0b8d7e6f5a43")
 _SEARCH_OPTIONS = ("mode", "filter", "fetch_k", "score_threshold")
 
@@ -303,8 +305,11 @@ class ManagedVectorStore(VectorStore):
 
     Args:
         inner_store: any LangChain store whose embeddings are a :class:`ManagedEmbeddings`.
-        memory_dir: where the memory database lives (a directory, or a ``MemoryDB``). ``None``: a
-            temporary directory removed at :meth:`close` / exit (memories do not survive the process).
+        memory_dir: where the memory database lives (a directory, or a ``MemoryDB``). ``None`` (and
+            no ``memory_url``): a temporary directory removed at :meth:`close` / exit (memories do
+            not survive the process).
+        memory_url: the memory database on a PostgreSQL server instead (``postgresql://...``, needs
+            ``pip install "modelcache[postgres]"``), shared by any number of processes and hosts.
         mode: ``"auto"`` (vectors while the store is complete in the active space, else keyword),
             ``"vector"``, ``"keyword"`` or ``"hybrid"``; each search may pass ``mode=`` too.
         store_key: names the inner store in the database. None: derived (``chroma:<collection id>``,
@@ -329,10 +334,11 @@ class ManagedVectorStore(VectorStore):
     and pass ``validate_collection_config=False``. InMemory and Chroma embed nothing when built.
     """
 
-    def __init__(self, inner_store: VectorStore, memory_dir: str | Path | MemoryDB | None, *, mode: Mode = "auto",
-                 store_key: str | None = None, sync_interval_s: float = 5.0,
+    def __init__(self, inner_store: VectorStore, memory_dir: str | Path | MemoryDB | None = _NO_DIR, *,
+                 mode: Mode = "auto", store_key: str | None = None, sync_interval_s: float = 5.0,
                  embeddings: ManagedEmbeddings | None = None, persist: Callable[[], None] | None = None,
-                 annotate: bool = True, background: bool = True, batch_size: int = 64) -> None:
+                 annotate: bool = True, background: bool = True, batch_size: int = 64,
+                 memory_url: str | None = None) -> None:
         if not isinstance(inner_store, VectorStore):
             raise TypeError(f"inner_store must be a LangChain VectorStore, got {type(inner_store).__name__}")
         if isinstance(inner_store, ManagedVectorStore):
@@ -351,13 +357,19 @@ class ManagedVectorStore(VectorStore):
         self.annotate = annotate
         self._tmpdir: str | None = None
         self._finalizer = None
-        if memory_dir is None:
+        if memory_dir is _NO_DIR:
+            if memory_url is None:
+                raise TypeError("ManagedVectorStore needs memory_dir (a directory, a MemoryDB, or None for a temporary "
+                                "one) or memory_url (a postgresql:// URL)")
+            memory_dir = None
+        target = resolve_memory_target(memory_dir, memory_url)
+        if target is None:
             self._tmpdir = tempfile.mkdtemp(prefix="modelcache-memory-")
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmpdir, True)
             log.info("ManagedVectorStore: no memory_dir, memories live in %s until the process ends", self._tmpdir)
-            memory_dir = self._tmpdir
-        self._owns_db = isinstance(memory_dir, (str, Path))
-        db: MemoryDB = SQLiteMemoryDB(memory_dir) if isinstance(memory_dir, (str, Path)) else memory_dir
+            target = self._tmpdir
+        self._owns_db = not is_memory_db(target)
+        db: MemoryDB = open_memory_db(target)
         self._inner = _LangChainInner(inner_store, found, persist)
         key = store_key if store_key is not None else default_store_key(inner_store)
         self.engine = MemoryEngine(db, self._inner, lambda: found.service, store_key=key, mode=mode,
@@ -601,7 +613,8 @@ class ManagedVectorStore(VectorStore):
         self.close()
 
     def __repr__(self) -> str:
-        return (f"ManagedVectorStore({type(self.inner_store).__name__}, memory_dir={str(self.memory_dir)!r}, "
+        where = f"memory_dir={str(self.memory_dir)!r}" if self.memory_dir is not None else f"memory={self.engine.db!r}"
+        return (f"ManagedVectorStore({type(self.inner_store).__name__}, {where}, "
                 f"mode={self.mode!r}, store_key={self.store_key!r})")
 
 

@@ -347,6 +347,8 @@ class ManagedVectorStore(BasePydanticVectorStore):
             QdrantVectorStore, ...); it only ever receives vectors of ``embed_model``'s space.
         memory_dir: the memory database's directory (or a :class:`~modelcache.memory.db.MemoryDB`);
             any number of processes may share it.
+        memory_url: the memory database on a PostgreSQL server instead of ``memory_dir``
+            (``postgresql://...``, needs ``pip install "modelcache[postgres]"``): any number of hosts.
         embed_model: the :class:`ManagedEmbedding` whose space the inner store holds; None: the
             default model with ``allow_degraded=True`` (so ``index.insert`` never fails). Pass
             ``store.embed_model`` to the index.
@@ -376,9 +378,10 @@ class ManagedVectorStore(BasePydanticVectorStore):
     _adapter: _InnerAdapter = PrivateAttr()
     _engine: MemoryEngine = PrivateAttr()
 
-    def __init__(self, inner_vector_store: Any, memory_dir: str | Path | MemoryDB, *,
+    def __init__(self, inner_vector_store: Any, memory_dir: str | Path | MemoryDB | None = None, *,
                  embed_model: Optional[ManagedEmbedding] = None, mode: Mode = "auto",
-                 store_key: Optional[str] = None, sync_interval_s: float = 5.0, background: bool = True) -> None:
+                 store_key: Optional[str] = None, sync_interval_s: float = 5.0, background: bool = True,
+                 memory_url: Optional[str] = None) -> None:
         if isinstance(inner_vector_store, ManagedVectorStore):
             raise TypeError("inner_vector_store is already a ManagedVectorStore")
         key = store_key if store_key is not None else detect_store_key(inner_vector_store)
@@ -388,7 +391,7 @@ class ManagedVectorStore(BasePydanticVectorStore):
         self._adapter = _InnerAdapter(self, inner_vector_store)
         embedding = self._embed_model
         self._engine = MemoryEngine(memory_dir, self._adapter, lambda: embedding.service, store_key=key, mode=mode,
-                                    sync_interval_s=sync_interval_s, background=background)
+                                    sync_interval_s=sync_interval_s, background=background, memory_url=memory_url)
 
     @classmethod
     def class_name(cls) -> str:
@@ -548,7 +551,8 @@ class ManagedVectorStore(BasePydanticVectorStore):
             persist(persist_path, fs=fs) if fs is not None else persist(persist_path)
 
     def close(self) -> None:
-        """Stop the background sync (the database and the inner store stay as they are)."""
+        """Stop the background sync (the database and the inner store keep what they hold; a database
+        opened from memory_dir / memory_url has its connections closed)."""
         self._engine.close()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -38,8 +39,9 @@ from tqdm.auto import tqdm
 
 from modelcache._util import pid_alive
 from modelcache.errors import ModelUnavailableError
-from modelcache.memory.db import Memory, MemoryDB, SQLiteMemoryDB
+from modelcache.memory.db import Memory, MemoryDB
 from modelcache.memory.fusion import RRF_K, rrf
+from modelcache.memory.open import is_memory_db, open_memory_db, resolve_memory_target
 from modelcache.memory.records import MODES, Hit, How, InnerStore, Mode, SyncReport, keyword_score
 from modelcache.serving.service import EmbeddingService
 from modelcache.texts import check_texts
@@ -56,16 +58,23 @@ class MemoryEngine:
     starts empty and is filled from the database in the background.
     """
 
-    def __init__(self, db: MemoryDB | str | Path, inner: InnerStore, service: Callable[[], EmbeddingService], *,
-                 store_key: str | None = None, mode: Mode = "auto", sync_interval_s: float = 5.0,
-                 batch_size: int = 64, background: bool = True) -> None:
+    def __init__(self, db: MemoryDB | str | Path | None, inner: InnerStore, service: Callable[[], EmbeddingService],
+                 *, store_key: str | None = None, mode: Mode = "auto", sync_interval_s: float = 5.0,
+                 batch_size: int = 64, background: bool = True, memory_url: str | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        self.db: MemoryDB = SQLiteMemoryDB(db) if isinstance(db, (str, Path)) else db
+        target = resolve_memory_target(db, memory_url)  # a directory, a postgresql:// URL or a MemoryDB
+        if target is None:
+            raise ValueError("a memory database is needed: memory_dir (a directory or a MemoryDB) or memory_url "
+                             "(postgresql://...)")
+        self._owns_db = not is_memory_db(target)  # opened here: closed by close()
+        self.db: MemoryDB = open_memory_db(target)
         self.inner = inner
         self._service = service
         self.local = store_key is None
-        self.store_key = store_key or f"local:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        # a server database is shared by hosts: a process-local key names the host beside the pid
+        self._host = "" if getattr(self.db, "dir", None) else f"@{socket.gethostname()}"
+        self.store_key = store_key or f"local:{os.getpid()}{self._host}:{uuid.uuid4().hex[:12]}"
         self.mode: Mode = mode
         self.sync_interval_s = sync_interval_s
         self.batch_size = batch_size
@@ -77,7 +86,10 @@ class MemoryEngine:
         self._warned: set[str] = set()
         lock_dir = getattr(self.db, "dir", None)
         digest = hashlib.sha1(self.store_key.encode()).hexdigest()[:16]
-        self._file_lock = FileLock(str(Path(lock_dir) / f".sync-{digest}.lock")) if lock_dir else None
+        # one sync per store across processes: a file lock beside SQLite, the server's lock (PostgreSQL)
+        sync_lock = getattr(self.db, "sync_lock", None)
+        self._file_lock: Any = (FileLock(str(Path(lock_dir) / f".sync-{digest}.lock")) if lock_dir
+                                else sync_lock(self.store_key) if sync_lock is not None else None)
         if self.local:
             self._drop_dead_local_stores()
         if self.background and self.db.count():
@@ -258,19 +270,25 @@ class MemoryEngine:
         return False
 
     def close(self) -> None:
-        """Stop the background sync; a process-local store's records are dropped."""
+        """Stop the background sync; a process-local store's records are dropped; a database opened
+        here (from a directory or a URL) is closed."""
         self._closed.set()
         thread = self._sync_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
         if self.local:
             self.db.forget_store(self.store_key)
+        if self._owns_db:
+            self.db.close()
 
     def _drop_dead_local_stores(self) -> None:
         """Embedded records of process-local stores of processes that are gone (kill -9) are stale."""
         for key in self.db.stores():
-            parts = key.split(":")
-            if len(parts) == 3 and parts[0] == "local" and parts[1].isdigit() and not pid_alive(int(parts[1])):
+            parts = key.split(":")  # local:<pid>[@<host>]:<id>; another host's pids are not ours to check
+            if len(parts) != 3 or parts[0] != "local" or not parts[1].endswith(self._host):
+                continue
+            pid = parts[1][:len(parts[1]) - len(self._host)]
+            if pid.isdigit() and not pid_alive(int(pid)):
                 self.db.forget_store(key)
 
     # -- reading ------------------------------------------------------------------------
