@@ -38,7 +38,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from modelcache._util import pid_alive
-from modelcache.errors import ModelUnavailableError
+from modelcache.errors import MemoryDatabaseError, ModelUnavailableError
 from modelcache.memory.db import Memory, MemoryDB
 from modelcache.memory.fusion import RRF_K, rrf
 from modelcache.memory.open import is_memory_db, open_memory_db, resolve_memory_target
@@ -329,10 +329,17 @@ class MemoryEngine:
         if query_fp != fp:  # the chain left the store's space since resolve_mode: never compare across spaces
             return self._keyword(query, k)
         vector = vectors[0].tolist()
-        if how == "vector":
-            return self.search_by_vector(vector, k, fp)
         fetch = fetch_k or max(4 * k, 20)
-        vec_hits = self._vector_ids(vector, fetch, fp)
+        try:
+            if how == "vector":
+                return self.search_by_vector(vector, k, fp)
+            vec_hits = self._vector_ids(vector, fetch, fp)
+        except MemoryDatabaseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the vector store (a server) is down: the database still answers
+            self._warn_once("search", f"the vector store failed ({type(exc).__name__}: {exc}); answering by "
+                                      "keyword until it is back")
+            return self._keyword(query, k)
         kw_hits = [i for i, _ in self.db.search(query, fetch)]
         fused = rrf([[i for i, _ in vec_hits], kw_hits], k=RRF_K)[:k]
         rows = {m.id: m for m in self.db.get([i for i, _ in fused])}
