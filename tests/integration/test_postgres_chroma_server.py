@@ -4,8 +4,9 @@ mode (``chroma run`` on 127.0.0.1), through ``langchain_modelcache.ManagedVector
 The model is the bundled copy of all-MiniLM-L6-v2 (offline, no network). Checked: every answer by
 vector and by keyword (PostgreSQL full-text search), a Chroma restart (answers unchanged, nothing
 re-embedded), Chroma down (adds acknowledged in PostgreSQL, queries answered by keyword, the pending
-memories written exactly once when it is back), a second service opening the same two servers, and
-the LlamaIndex store over the same database.
+memories written exactly once when it is back), a second service opening the same two servers, the
+SQLite suite's every-method and no-model (keyword only) checks over both servers, and the LlamaIndex
+store over the same database.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ LEXICAL = {"sunflower42": "wifi", "gate B12 Lisbon": "flight", "Ubuntu RAM": "se
 
 
 @pytest.fixture(scope="module")
-def emb(tmp_path_factory: pytest.TempPathFactory) -> ManagedEmbeddings:
-    found = ManagedEmbeddings(offline=True, cache_dir=str(tmp_path_factory.mktemp("pg-chroma-cache")))
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("pg-chroma-cache"))
+
+
+@pytest.fixture(scope="module")
+def emb(model_cache: str) -> ManagedEmbeddings:
+    found = ManagedEmbeddings(offline=True, cache_dir=model_cache)
     found.embed_query("warm up")
     assert not found.degraded
     return found
@@ -114,22 +120,52 @@ def test_chroma_server_and_postgres_memory_through_restarts_and_an_outage(
         other.close()
 
 
-def test_llamaindex_store_over_postgres_memory(postgres: PostgresServer, emb: ManagedEmbeddings) -> None:
+@pytest.mark.parametrize("state", ["model", "no_model"])
+def test_every_method_over_chroma_server_and_postgres(state: str, postgres: PostgresServer, chroma: ChromaServer,
+                                                      emb: ManagedEmbeddings, tmp_path: Path) -> None:
+    """The managed-store checks of the SQLite suite (every method; no model at all: keyword only), reused."""
+    from tests.integration.test_langchain_managed_store import check_keyword_only, check_with_model, write_config
+
+    if state == "model":
+        store = store_over(chroma, emb, postgres.url())
+        try:
+            check_with_model(store, emb)
+        finally:
+            store.close()
+        return
+    no_model = ManagedEmbeddings(cache_dir=str(tmp_path / "empty-cache"),
+                                 config=write_config(tmp_path / "no-model.yaml", bundled=False))
+    store = store_over(chroma, no_model, postgres.url())
+    try:
+        check_keyword_only(store, no_model)
+    finally:
+        store.close()
+
+
+def test_llamaindex_store_over_postgres_memory(postgres: PostgresServer, emb: ManagedEmbeddings,
+                                               model_cache: str) -> None:
     pytest.importorskip("llama_index.core")
     from llama_index.core.schema import TextNode
     from llama_index.core.vector_stores import SimpleVectorStore
     from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 
+    from llamaindex_modelcache import ManagedEmbedding
     from llamaindex_modelcache import ManagedVectorStore as LlamaStore
 
     url = postgres.url()
-    store = LlamaStore(SimpleVectorStore(), memory_url=url, background=False)
+    embed = ManagedEmbedding(offline=True, cache_dir=model_cache)  # the bundled copy went into it (emb)
+    store = LlamaStore(SimpleVectorStore(), memory_url=url, embed_model=embed, background=False)
     try:
         store.add([TextNode(id_=k, text=v) for k, v in MEMORIES.items()])
         assert store.engine.count() == len(MEMORIES) and PASSWORD not in repr(store.engine.db)
+        assert store.engine.status()["pending"] == 0 and store.engine.status()["query_mode"] == "vector"
         found = store.query(VectorStoreQuery(query_str="sunflower42", similarity_top_k=1,
                                              mode=VectorStoreQueryMode.TEXT_SEARCH))
         assert found.ids == ["wifi"]
+        query = "where did I park the vehicle?"
+        found = store.query(VectorStoreQuery(query_embedding=embed.get_query_embedding(query), query_str=query,
+                                             similarity_top_k=1))
+        assert found.ids == ["car"]
     finally:
         store.close()
     with pytest.raises(ValueError, match="not both"):
