@@ -127,7 +127,10 @@ class EmbeddingSection(_Section):
     """Torch device: ``auto`` picks CUDA, then Apple MPS, then CPU (like the LlamaIndex peer);
     or ``cpu``, ``cuda``, ``cuda:1``, ``mps``... The ONNX backend runs on CPU."""
     batch_size: int = Field(default=32, ge=1, le=4096)
-    max_batch_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    max_batch_wait_ms: float = Field(default=0.0, ge=0, le=10_000)
+    """How long a batch may wait for more callers. 0 (default): continuous batching: a batch is what queued
+    while the previous one ran, so a lone caller never waits (measured: 16 threads, same throughput as 5 ms;
+    one caller, p50 5.3 ms vs 7.7 ms)."""
     queue_size: int = Field(default=1024, ge=1, le=1_000_000)
     max_loaded_models: int = Field(default=2, ge=1, le=1024)
     keep_alive_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
