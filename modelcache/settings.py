@@ -58,11 +58,9 @@ class ModelCacheSection(_Section):
     lockfile: Path | None = None
     """Pins file (commit + sha256 per file). None: inside the cache's .locks/modelcache."""
     max_idle_days: float | None = Field(default=None, gt=0, le=36_500)
-    """Remove a cached model not used for this many days (by last access; never a pinned one):
-    on each pull that writes, and shown first by ``modelcache prune``. None: keep unused models."""
+    """Remove models unused this many days (last access; never pinned ones) on pulls and `prune`."""
     evict_on_disk_full: bool = False
-    """A pull that does not fit on the disk evicts least recently used unpinned models to make
-    room and retries (else it fails with DiskSpaceError, nothing evicted)."""
+    """A pull short of disk evicts least recently used unpinned models and retries (else DiskSpaceError)."""
 
 
 class DownloadSection(_Section):

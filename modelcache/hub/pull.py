@@ -3,8 +3,9 @@
 Flow for one repo (under a cross-process lock, so N processes download once):
 resolve the revision to a commit → list the files and their hashes → choose the files the
 backend needs (never pickle weights unless allowed) → disk preflight → download each missing
-file into a resumable .part file (see transfer.py; our retries) → verify size + hash +
-format → quarantine and re-fetch once on mismatch → move blobs in → publish the snapshot →
+file into a resumable .part file (see transfer.py; our retries), configs and tokenizer first:
+they are checked (:mod:`modelcache.cache.modelcheck`) before any weight byte moves → verify
+size + hash + format → quarantine and re-fetch once on mismatch → move blobs in → publish the snapshot →
 write the ref, the lock entry and the metadata (one publish transaction). Mirrors are tried in order.
 """
 
@@ -24,6 +25,7 @@ from modelcache import metrics
 from modelcache.cache.budget import ensure_room
 from modelcache.cache.integrity import FileExpectation, verify_file
 from modelcache.cache.lockfile import Lockfile
+from modelcache.cache.modelcheck import check_model_files, hint_for, is_weights
 from modelcache.cache.publish import publish
 from modelcache.cache.store import CacheStore
 from modelcache.errors import (
@@ -215,7 +217,23 @@ class Puller:
         ensure_room(self, sum(e.size or 0 for e in missing.values()), spec.repo_id, report=evicted)
         evicted += self._preflight(spec.repo_id, sum(e.size or 0 for e in missing.values()))
         with self.store.staging() as staging:
-            self._fetch_all(spec.repo_id, commit, missing, remote, staging, stats)
+            # progressive: configs and tokenizer first, checked, then the weights
+            first = {p: e for p, e in missing.items() if not is_weights(p)}
+            try:
+                self._fetch_all(spec.repo_id, commit, first, remote, staging, stats)
+            except IntegrityError as exc:
+                if include is not None or not exc.check.startswith("format"):
+                    raise
+                # the hash matched the listing: the Hub serves the file broken, fetching it again cannot help
+                raise IntegrityError(exc.file, exc.check, exc.expected, exc.actual, exc.detail,
+                                     hint=hint_for(spec.name) + " (The broken file is kept in quarantine.)") from None
+            if include is None:
+                small = {p: self.store.blob_path(spec.repo_id, e.blob_name) for p, e in files.items()
+                         if not is_weights(p)}
+                (staging / "check").mkdir()
+                check_model_files(spec.name, small, staging / "check")
+            self._fetch_all(spec.repo_id, commit, {p: e for p, e in missing.items() if p not in first}, remote,
+                            staging, stats)
             snapshot = publish(self.store, self.lockfile, repo_id=spec.repo_id, revision=revision, commit=commit,
                                files=files, staging=staging, source=remote.shown, verified=missing,
                                lock=include is None)
@@ -246,8 +264,8 @@ class Puller:
 
     def _fetch_all(self, repo_id: str, commit: str, missing: dict[str, FileExpectation], remote: RemoteRepo,
                    staging: Path, stats: RetryStats) -> None:
-        """Fetch every missing file, smallest first (configs and tokenizer are checked before the
-        weights move), ``model_cache.parallel_downloads`` at a time. The first failure stops the
+        """Fetch ``missing``, smallest first, ``model_cache.parallel_downloads`` at a time (a pull calls
+        it for the configs and tokenizer, checks them, then calls it for the weights). The first failure stops the
         files not yet started and is raised; files already verified stay in ``blobs/``."""
         order = sorted(missing.values(), key=lambda e: (e.size or 0, e.path))
         workers = min(self.settings.model_cache.parallel_downloads, len(order))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from modelcache._util import is_commit
 from modelcache.errors import OfflineError
@@ -40,6 +41,19 @@ class OutdatedEntry:
         return asdict(self)
 
 
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_revisions(mgr: ModelManager, repo_id: str, remote: Any) -> list[dict[str, str]]:
+    """Ask ``remote`` (a :class:`~modelcache.hub.remote.RemoteRepo`) for the repo's branches and
+    tags; record them and the time of the check in the repo metadata (``available_revisions``,
+    ``last_update_check``, ISO-8601 UTC). Returns them."""
+    available = remote.refs(repo_id)
+    mgr.store.update_meta(repo_id, available_revisions=available, last_update_check=now_iso())
+    return available
+
+
 def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str], timeout: float,
              revisions: bool = False) -> tuple[str, str]:
     """(commit, endpoint) from the first endpoint that answers; raises the last error. ``revisions``:
@@ -57,8 +71,6 @@ def _resolve(mgr: ModelManager, repo_id: str, revision: str, endpoints: list[str
         try:
             commit = remote.resolve(repo_id, revision)
             if revisions:
-                from modelcache.ops.versions import check_revisions
-
                 try:
                     check_revisions(mgr, repo_id, remote)
                 except Exception as exc:  # noqa: BLE001 - the commit is known; the listing is extra
@@ -103,4 +115,4 @@ def outdated(mgr: ModelManager, models: list[str] | None = None, endpoints: list
     return out
 
 
-__all__ = ["OutdatedEntry", "outdated"]
+__all__ = ["OutdatedEntry", "check_revisions", "outdated"]

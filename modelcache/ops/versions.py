@@ -4,8 +4,8 @@ A repo keeps every snapshot it was pulled at (``snapshots/<commit>``). The lock 
 model's revision (``repo@main``) names the *active* one; every other kept version is locked by
 its own commit (``repo@<commit>``), so its hashes stay pinned. Nothing moves silently:
 
-- :func:`check_revisions` asks the Hub for its branches and tags and records them in the repo
-  metadata (``available_revisions``, ``last_update_check`` in ISO-8601), shown by ``outdated``.
+- :func:`modelcache.ops.outdated.check_revisions` asks the Hub for its branches and tags and records
+  them in the repo metadata (``available_revisions``, ``last_update_check`` in ISO-8601).
 - :func:`upgrade` pulls the revision's new commit into the cache *without* switching, loads the
   old and the new model, embeds a fixed probe set with both and compares them (cosine per
   probe, top-k neighbour agreement); unless ``check``, it then moves the lock entry (the old
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from modelcache.cache import history
 from modelcache.cache.integrity import FileExpectation, expectation_from_blob, verify_file
 from modelcache.cache.lockfile import LockEntry
 from modelcache.errors import IntegrityError, OfflineError, VersionError
+from modelcache.ops.outdated import _resolve
 from modelcache.registry import ModelSpec
 
 if TYPE_CHECKING:
@@ -50,19 +50,6 @@ PROBES: tuple[str, ...] = (
     "python read a file line by line",
     "with open(path) as fh: for line in fh: print(line)",
 )
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# -- what the Hub has ---------------------------------------------------------------------
-def check_revisions(mgr: ModelManager, repo_id: str, remote: Any) -> list[dict[str, str]]:
-    """Ask ``remote`` (a :class:`~modelcache.hub.remote.RemoteRepo`) for the repo's branches and
-    tags; record them and the time of the check in the repo metadata. Returns them."""
-    available = remote.refs(repo_id)
-    mgr.store.update_meta(repo_id, available_revisions=available, last_update_check=now_iso())
-    return available
 
 
 # -- the probe comparison -----------------------------------------------------------------
@@ -245,8 +232,6 @@ def upgrade(mgr: ModelManager, model: str | ModelSpec, check: bool = False, to: 
             timeout: float = 10.0) -> dict:
     """Pull where the model's revision (or ``to``) is now on the Hub into the cache, compare it with
     the active version on :data:`PROBES`, and, unless ``check``, switch the lock entry to it."""
-    from modelcache.ops.outdated import _resolve
-
     spec = mgr.spec(model)
     if mgr.settings.offline:
         raise OfflineError(spec.name, "an upgrade needs the network and offline mode is on")
@@ -277,4 +262,4 @@ def upgrade(mgr: ModelManager, model: str | ModelSpec, check: bool = False, to: 
     return out
 
 
-__all__ = ["PROBES", "check_revisions", "compare", "remove_revision", "rollback", "upgrade", "versions"]
+__all__ = ["PROBES", "compare", "remove_revision", "rollback", "upgrade", "versions"]

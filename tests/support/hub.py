@@ -330,6 +330,9 @@ class OlahServer:
 TINY_REPO = "tiny-org/tiny-st"
 PICKLE_REPO = "tiny-org/tiny-pickle"
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+BROKEN_CONFIG_REPO = "tiny-org/tiny-broken-config"
+#: ``config.json`` of BROKEN_CONFIG_REPO: cut off mid-object (not JSON)
+BROKEN_CONFIG = b'{"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 3'
 
 
 @dataclass
@@ -348,6 +351,8 @@ def build_standard_repos(mirrors_dir: Path, tiny_v1: Path, tiny_v2: Path) -> dic
     - ``tiny-org/tiny-st``: commit 1 = ``tiny_v1`` (tag ``v1.0``), commit 2 = ``tiny_v2`` on main.
     - ``tiny-org/tiny-pickle``: ``tiny_v1`` plus a pickled ``pytorch_model.bin``.
     - ``sentence-transformers/all-MiniLM-L6-v2``: every file of the bundled real model.
+    - ``tiny-org/tiny-broken-config``: ``tiny_v1`` with a ``config.json`` that is not JSON
+      (:data:`BROKEN_CONFIG`); its weights are fine.
     """
     from .tiny_model import minilm_files_dir, pickle_weights
 
@@ -364,4 +369,7 @@ def build_standard_repos(mirrors_dir: Path, tiny_v1: Path, tiny_v2: Path) -> dic
 
     minilm = HubRepo(mirrors_dir, MINILM_REPO)
     minilm.commit(files_from_dir(minilm_files_dir()), "all-MiniLM-L6-v2")
-    return {repo.repo_id: repo for repo in (tiny, pickled, minilm)}
+
+    broken = HubRepo(mirrors_dir, BROKEN_CONFIG_REPO)
+    broken.commit({**files_from_dir(tiny_v1), "config.json": BROKEN_CONFIG}, "tiny model, config cut off")
+    return {repo.repo_id: repo for repo in (tiny, pickled, minilm, broken)}
