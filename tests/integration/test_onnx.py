@@ -267,3 +267,28 @@ def test_mixed_lengths_in_one_call_match_one_at_a_time(tiny_model_dir):
     assert enc.encode([], "query").shape == (0, enc.dims)
     with pytest.raises(TypeError):
         enc.encode("not a list")
+
+
+@needs_export
+def test_default_settings_export_when_the_model_enters_the_cache_and_first_use_imports_no_torch(
+        tiny_model_dir, isolated_env):
+    mgr = ModelManager(load_settings())  # defaults: backend auto, precision fp32
+    assert mgr.settings.embedding.backend == "auto"
+    local = mgr.ensure(str(tiny_model_dir))  # the model enters the cache: checked, and its ONNX file made
+    functional = mgr.store.read_meta(local.spec.repo_id)["functional"][local.commit]
+    exports = list(export_dir(mgr).glob("*/model.onnx"))
+    assert len(exports) == 1 and exports[0].parent.name == functional["fingerprint"]
+    meta = json.loads(exports[0].with_name("meta.json").read_text())
+    assert meta["sha256"] == onnx_export.sha256_path(exports[0])  # verified like a model file
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from langchain_modelcache import ManagedEmbeddings
+        vec = ManagedEmbeddings(model_name={str(tiny_model_dir)!r}, offline=True).embed_query("hello")
+        heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules)
+        print("DIMS", len(vec), "HEAVY", heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "DIMS 32 HEAVY []" in out.stdout, out.stdout + out.stderr[-2000:]
