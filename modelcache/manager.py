@@ -20,6 +20,7 @@ from modelcache.backends.base import ModelDir
 from modelcache.backends.pool import ModelPool
 from modelcache.cache import fingerprint as fp
 from modelcache.cache import history
+from modelcache.cache import validation as vs
 from modelcache.cache.integrity import (
     FileExpectation,
     StatStamp,
@@ -30,7 +31,8 @@ from modelcache.cache.integrity import (
 )
 from modelcache.cache.lockfile import Lockfile
 from modelcache.cache.publish import publish
-from modelcache.cache.store import CacheStore
+from modelcache.cache.store import CacheStore, iso_now
+from modelcache.cache.validation import VerifyReport
 from modelcache.errors import (
     BackendUnavailableError,
     IntegrityError,
@@ -58,26 +60,6 @@ class LocalModel(ModelDir):
     pulled: PullResult | None = None
 
 
-@dataclass
-class VerifyReport:
-    model: str
-    repo_id: str
-    commit: str | None
-    ok: bool
-    checked: list[str] = field(default_factory=list)
-    hashed: list[str] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
-    quarantined: list[str] = field(default_factory=list)
-    functional: dict | None = None
-    seconds: float = 0.0
-    bytes_hashed: int = 0
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("model", "repo_id", "commit", "ok", "checked", "hashed",
-                                              "failures", "quarantined", "functional", "bytes_hashed")} | {
-            "seconds": round(self.seconds, 4)}
-
-
 class ModelManager:
     """Pull, verify and load embedding models. Cheap to construct: nothing is loaded here."""
 
@@ -92,6 +74,8 @@ class ModelManager:
         self.pool = ModelPool(max_loaded_models=emb.max_loaded_models,
                               max_memory_bytes=int(emb.max_memory_mb * 1e6) if emb.max_memory_mb else None,
                               keep_alive_s=emb.keep_alive_s, warm=self.load)
+        self._validated: set[str] = set()  # repos verified by this process (validation_on_startup)
+        metrics.apply_monitoring(self.settings, self.store, self.pool)  # monitoring.enabled: record metrics
 
     # -- lookup -------------------------------------------------------------------------
     def spec(self, model: str | ModelSpec | None = None) -> ModelSpec:
@@ -126,6 +110,9 @@ class ModelManager:
             if not download or self.settings.offline:
                 raise OfflineError(spec.name, "the model is not in the cache" + (
                     " and offline mode is on" if self.settings.offline else ""))
+            if not self.settings.download.auto_download:
+                raise OfflineError(spec.name, "the model is not in the cache and download.auto_download is false "
+                                              "(only an explicit `modelcache pull` downloads)")
             hit = self.pull(spec, revision, retries=retries)
         else:
             report = self.verify(spec, revision=revision)
@@ -195,9 +182,10 @@ class ModelManager:
 
     # -- integrity ----------------------------------------------------------------------
     def verify(self, model: str | ModelSpec | None = None, revision: str | None = None,
-               full: bool = False) -> VerifyReport:
+               full: bool = False, write: bool = True) -> VerifyReport:
         """Check every file: exists, size, hash, format; ``full`` also re-hashes everything
-        and runs the functional test. Bad files are quarantined (if the cache is writable)."""
+        and runs the functional and performance tests. Bad files are quarantined (if the cache is
+        writable). ``write`` False (``doctor``): nothing is written, no file is moved."""
         t0 = time.perf_counter()
         spec = self.spec(model)
         revision = revision or spec.revision
@@ -206,6 +194,7 @@ class ModelManager:
         report = VerifyReport(spec.name, spec.repo_id, commit, ok=False)
         if not commit:
             report.failures["*"] = "not in the cache"
+            report.status["*"] = vs.MISSING
             return report
         on_disk = self.store.snapshot_files(spec.repo_id, commit)
         expected = dict(locked.files) if locked else {}
@@ -217,7 +206,11 @@ class ModelManager:
                 expected[path] = FileExpectation(path, e.size, known, None)
         meta = self.store.read_meta(spec.repo_id)
         stamps: dict = meta.get("verified", {}).get(commit, {})
-        fresh = time.time() - meta.get("last_validated", 0) < self.settings.model_cache.validation_interval
+        mc = self.settings.model_cache
+        report.due = vs.due(meta, mc.validation_interval, mc.validation_on_startup, spec.repo_id in self._validated)
+        fresh = report.due is None
+        if report.due and stamps and not full:
+            log.info("%s: re-validating every file (%s)", spec.name, report.due)
         changed = False
         for path, exp in sorted(expected.items()):
             report.checked.append(path)
@@ -230,34 +223,44 @@ class ModelManager:
                 if trusted and stamp is not None:
                     if exp.size is not None and stamp[0] != exp.size:
                         raise IntegrityError(path, "size", exp.size, stamp[0])
+                    report.status[path] = vs.VALID
                     continue
                 if target.exists():
                     report.hashed.append(path)
                     report.bytes_hashed += target.stat().st_size
                 verify_file(target, exp)
+                report.status[path] = vs.VALID if (exp.sha256 or exp.blob_id) else vs.UNKNOWN
                 stamps[path] = StatStamp.of(target).as_list()
                 changed = True
             except IntegrityError as err:
-                metrics.record_validation_failure(err.check)
+                metrics.record_validation_failure(err.check, spec.repo_id)
                 report.failures[path] = err.reason
-                if link.exists() and self.store.quarantine(spec.repo_id, link.resolve(), path):
+                report.status[path] = vs.file_status(err.check)
+                if write and link.exists() and self.store.quarantine(spec.repo_id, link.resolve(), path):
                     report.quarantined.append(path)
                     self.store.drop_link(spec.repo_id, commit, path)
                 stamps.pop(path, None)
                 changed = True
             except FileNotFoundError:  # `rm` / `prune` in another process removed it while we looked
                 report.failures[path] = f"{path}: exists check failed: removed while it was verified"
+                report.status[path] = vs.MISSING
                 stamps.pop(path, None)
                 changed = True
         if full and not report.failures:
             report.functional = self.functional_check(spec, commit)
+            snap = self.store.snapshot_dir(spec.repo_id, commit)
+            report.performance = vs.performance(
+                lambda: self._encoder(spec, commit, snap), lambda enc: len(enc.encode(["Hello world"] * 16)),
+                metrics.resident_memory_bytes)
         report.ok = not report.failures
-        if changed or full:
+        if report.ok:
+            self._validated.add(spec.repo_id)
+        if write and (changed or full or report.due):
             verified = meta.get("verified", {})
             verified[commit] = stamps
-            updates = {"verified": verified}
+            updates = {"verified": verified, "validation_status": vs.overall(report.status)}
             if report.ok:
-                updates["last_validated"] = time.time()
+                updates["last_validated"] = iso_now()
             self.store.update_meta(spec.repo_id, **updates)
         report.seconds = time.perf_counter() - t0
         return report

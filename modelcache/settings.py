@@ -16,15 +16,36 @@ Environment variables read (at call time, never at import time):
 
 from __future__ import annotations
 
+import logging
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
-from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from modelcache.configfile import (  # noqa: F401 - re-exported: the config file's reader and limits
+    MAX_CONFIG_ALIASES,
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_NODES,
+    IntSeconds,
+    Millis,
+    Seconds,
+    _merge,
+    _profile_data,
+    check_endpoint,
+    dimension_warnings,
+    parse_duration,
+    read_yaml,
+)
 from modelcache.errors import ConfigError
 from modelcache.origins import redact_url
 
@@ -32,11 +53,7 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on"}
 
 
-#: what a config file may be: bigger, deeper or more aliased YAML is refused before it is built
-MAX_CONFIG_BYTES = 1024 * 1024
-MAX_CONFIG_DEPTH = 32
-MAX_CONFIG_ALIASES = 64
-MAX_CONFIG_NODES = 100_000
+log = logging.getLogger("modelcache")
 
 
 class _Section(BaseModel):
@@ -49,9 +66,13 @@ class ModelCacheSection(_Section):
     max_size_gb: float | None = Field(default=None, gt=0, le=1_000_000)
     max_models: int | None = Field(default=None, gt=0, le=1_000_000)
     cleanup_policy: Literal["lru", "fifo", "manual"] = "lru"
-    validation_interval: int = Field(default=86_400, ge=0, le=10 * 365 * 86_400)
-    """Seconds a stat-verified file is trusted before it is re-hashed."""
-    download_timeout: float = Field(default=60.0, gt=0, le=86_400)
+    validation_interval: IntSeconds = Field(default=86_400, ge=0, le=10 * 365 * 86_400)
+    """Seconds a stat-verified file is trusted before it is re-hashed (or "6h", "24h"): a model
+    loaded after that is re-hashed first, and ``modelcache doctor`` names the models that are due."""
+    validation_on_startup: bool = False
+    """Re-hash every file of a model the first time a process uses it, whatever
+    ``validation_interval`` says (a stat stamp from an earlier process is not trusted)."""
+    download_timeout: Seconds = Field(default=60.0, gt=0, le=86_400)
     parallel_downloads: int = Field(default=4, ge=1, le=32)
     read_only: bool | None = None
     """None: detect (a cache we cannot write to is used read-only)."""
@@ -64,21 +85,34 @@ class ModelCacheSection(_Section):
 
 
 class DownloadSection(_Section):
+    enabled: bool = True
+    """False: nothing is ever downloaded (``pull`` refuses, a missing model is a miss for the
+    fallback chain); the cache, ``import`` and ``install`` still work."""
+    auto_download: bool = True
+    """False: a model missing from the cache is not pulled on first use (the chain falls back);
+    only ``modelcache pull`` downloads."""
+    compression: bool = True
+    """Ask for compressed HTTP bodies (Accept-Encoding: gzip, deflate, br, zstd as the HTTP client
+    decodes them) on metadata requests and fresh file GETs; a resumed GET (Range) is always
+    ``identity``. False: ``Accept-Encoding: identity`` on every request."""
+    chunk_size_kb: int = Field(default=1024, ge=4, le=1024 * 1024)
+    """Write buffer of a download, in KiB: received bytes reach the ``.part`` file in chunks of this
+    size (the deadline is still checked after every network read)."""
     endpoints: list[str] = Field(default_factory=list)
     retries: int = Field(default=5, ge=0, le=50)
-    backoff_base: float = Field(default=0.5, ge=0, le=60)
-    backoff_max: float = Field(default=30.0, ge=0, le=3600)
-    connect_timeout: float = Field(default=10.0, gt=0, le=600)
+    backoff_base: Seconds = Field(default=0.5, ge=0, le=60)
+    backoff_max: Seconds = Field(default=30.0, ge=0, le=3600)
+    connect_timeout: Seconds = Field(default=10.0, gt=0, le=600)
     allow_pickle: bool = False
     disk_margin_mb: int = Field(default=64, ge=0, le=1_000_000_000)
     min_rate_kbps: float = Field(default=50.0, gt=0, le=100_000_000)
     """Slowest transfer rate tolerated, in kilobits per second (1 kbit/s = 125 bytes/s): a file of
     N bytes must arrive within max(file_deadline_min_s, N / rate), else the next endpoint is
     tried (a mirror that trickles never trips the per-read timeout)."""
-    file_deadline_min_s: float = Field(default=30.0, ge=0.1, le=86_400)
+    file_deadline_min_s: Seconds = Field(default=30.0, ge=0.1, le=86_400)
     """Least time one file is given, whatever its size; also the deadline of each metadata
     request (resolving a revision, one page of a listing)."""
-    pull_deadline_s: float = Field(default=3600.0, ge=1, le=7 * 86_400)
+    pull_deadline_s: Seconds = Field(default=3600.0, ge=1, le=7 * 86_400)
     """A whole pull, over every endpoint; once spent no further endpoint is tried (DownloadError)."""
     token_endpoints: list[str] | None = Field(default=None, max_length=64)
     """Endpoints whose origin (scheme, host, port) receives the token. None: the Hub only,
@@ -105,8 +139,8 @@ class FallbackSection(_Section):
     models: list[str] = Field(default_factory=list)
     strategy: Literal["auto", "manual", "strict"] = "auto"
     allow_dimension_mismatch: bool = False
-    retry_preferred_after_s: float = Field(default=60.0, ge=0, le=86_400)
-    first_load_deadline_s: float = Field(default=30.0, ge=0, le=3600)
+    retry_preferred_after_s: Seconds = Field(default=60.0, ge=0, le=86_400)
+    first_load_deadline_s: Seconds = Field(default=30.0, ge=0, le=3600)
     """How long the first embed waits for a tier to load in the caller's thread (0: no limit). Past it
     the next tier serves; the load goes on in the background and the chain switches back when it is
     done (a mirror that trickles never holds the caller)."""
@@ -115,6 +149,33 @@ class FallbackSection(_Section):
     Background recovery of the preferred tier uses download.retries."""
     bundled: bool = True
     keyword: bool = True
+    bundled_models_only: bool = False
+    """Serve only the bundled model (then keyword mode, if on): the preferred model and every
+    other fallback are skipped and never downloaded. Needs ``bundled: true``."""
+
+    @model_validator(mode="after")
+    def _bundled_only_needs_bundled(self) -> FallbackSection:
+        if self.bundled_models_only and not self.bundled:
+            raise ValueError("bundled_models_only needs bundled: true (nothing else would be left to serve)")
+        return self
+
+
+class MonitoringSection(_Section):
+    """Prometheus metrics for the process that serves embeddings (needs the ``metrics`` extra)."""
+
+    enabled: bool = False
+    """Record modelcache's metrics (``modelcache.metrics.enable()``) as soon as a model manager starts."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    """Also serve them at http://metrics_host:metrics_port/metrics from the embedding service
+    (a daemon thread, once per process). None: no server (scrape through your own registry)."""
+    metrics_host: str = "127.0.0.1"
+    """Where the metrics server listens (0.0.0.0 for a container's port mapping)."""
+
+    @model_validator(mode="after")
+    def _port_needs_enabled(self) -> MonitoringSection:
+        if self.metrics_port is not None and not self.enabled:
+            raise ValueError("metrics_port needs enabled: true")
+        return self
 
 
 class EmbeddingSection(_Section):
@@ -125,13 +186,13 @@ class EmbeddingSection(_Section):
     """Torch device: ``auto`` picks CUDA, then Apple MPS, then CPU (like the LlamaIndex peer);
     or ``cpu``, ``cuda``, ``cuda:1``, ``mps``... The ONNX backend runs on CPU."""
     batch_size: int = Field(default=32, ge=1, le=4096)
-    max_batch_wait_ms: float = Field(default=0.0, ge=0, le=10_000)
+    max_batch_wait_ms: Millis = Field(default=0.0, ge=0, le=10_000)
     """How long a batch may wait for more callers. 0 (default): continuous batching: a batch is what queued
     while the previous one ran, so a lone caller never waits (measured: 16 threads, same throughput as 5 ms;
     one caller, p50 5.3 ms vs 7.7 ms)."""
     queue_size: int = Field(default=1024, ge=1, le=1_000_000)
     max_loaded_models: int = Field(default=2, ge=1, le=1024)
-    keep_alive_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
+    keep_alive_s: Seconds | None = Field(default=None, gt=0, le=30 * 86_400)
     """Unload a model idle this long (None: keep it)."""
     max_memory_mb: float | None = Field(default=None, gt=0, le=100_000_000)
     """Memory budget of the loaded-model pool (LRU eviction above it)."""
@@ -180,6 +241,7 @@ class Settings(_Section):
     download: DownloadSection = Field(default_factory=DownloadSection)
     fallback: FallbackSection = Field(default_factory=FallbackSection)
     embedding: EmbeddingSection = Field(default_factory=EmbeddingSection)
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     remote: list[RemoteSection] = Field(default_factory=list, max_length=16)  # servers tried before the local model
 
     # -- derived -------------------------------------------------------------------------
@@ -211,103 +273,6 @@ class Settings(_Section):
             data["download"]["token_endpoints"] = [redact_url(e) for e in data["download"]["token_endpoints"]]
         data["remote"] = [dict(r, url=redact_url(r["url"])) for r in data["remote"]]
         return data
-
-
-def check_endpoint(url: object) -> str:
-    """``url`` if it is an http(s) URL with a host (and a valid port), else :class:`ValueError`."""
-    if not isinstance(url, str) or not url or any(c.isspace() for c in url):
-        raise ValueError(f"endpoint {url!r} must be an http(s) URL without spaces")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise ValueError(f"endpoint is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("endpoint must be an http:// or https:// URL with a host, e.g. https://huggingface.co")
-    return url
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` with limits: nesting depth and alias count (an alias bomb or a
-    20,000-deep document is refused, never expanded)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._aliases = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > MAX_CONFIG_ALIASES:
-                raise yaml.YAMLError(f"more than {MAX_CONFIG_ALIASES} aliases (*refs)")
-        self._depth += 1
-        try:
-            if self._depth > MAX_CONFIG_DEPTH:
-                raise yaml.YAMLError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def read_yaml(path: Path) -> Any:
-    """A config file, parsed with limits on size, depth and aliases (:class:`ConfigError` otherwise)."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(str(path), f"config file is {size:,} bytes; the limit is {MAX_CONFIG_BYTES:,}")
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot read the config file ({exc})") from None
-    try:
-        loader = _BoundedLoader(text)
-    except yaml.YAMLError as exc:  # a character YAML refuses (the reader checks at once)
-        raise ConfigError(str(path), f"not valid YAML: {' '.join(str(exc).split())}") from None
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        if _expanded_size(node, {}) > MAX_CONFIG_NODES:
-            raise yaml.YAMLError(f"expands to more than {MAX_CONFIG_NODES:,} values (aliases)")
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), f"not valid YAML: {' '.join(str(exc).split())}") from None
-    finally:
-        loader.dispose()
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """How many values ``node`` becomes once every alias is expanded (shared nodes counted each time)."""
-    if id(node) in memo:
-        return memo[id(node)]
-    if isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    elif isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
-    else:
-        size = 1
-    memo[id(node)] = size
-    return size
-
-
-def _profile_data(name: str) -> dict:
-    # only the packaged names: a value from a config file never becomes a path of its own
-    if not isinstance(name, str) or name not in ("dev", "prod", "offline"):
-        raise ConfigError("profile", f"unknown profile {name!r}; allowed: dev, prod, offline")
-    path = resources.files("modelcache").joinpath(f"data/profiles/{name}.yaml")
-    if not path.is_file():
-        raise ConfigError("profile", f"unknown profile {name!r}; allowed: dev, prod, offline")
-    return yaml.safe_load(path.read_text("utf-8")) or {}
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 #: where the token is read from, first found wins (huggingface_hub's own order after ours)
@@ -382,7 +347,7 @@ def load_settings(config: str | Path | dict | None = None, **overrides: Any) -> 
             file_data = read_yaml(p) or {}
             if not isinstance(file_data, dict):
                 raise ConfigError(str(p), "the top level must be a mapping of sections")
-    for section in ("model_cache", "download", "fallback", "embedding"):
+    for section in ("model_cache", "download", "fallback", "embedding", "monitoring"):
         # checked before merging: the environment's section would otherwise replace a bad one silently
         if section in file_data and not isinstance(file_data[section], dict):
             raise ConfigError(section, f"must be a mapping of settings, got {file_data[section]!r}")
@@ -394,4 +359,7 @@ def load_settings(config: str | Path | dict | None = None, **overrides: Any) -> 
     profile = merged.get("profile")
     if profile:
         merged = _merge(_profile_data(profile), merged)
-    return _validate(merged)
+    settings = _validate(merged)
+    for warning in dimension_warnings(settings):
+        log.warning("%s", warning)
+    return settings

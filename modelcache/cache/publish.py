@@ -8,13 +8,12 @@ metadata. Readers see either the old state or the whole new snapshot, never part
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from modelcache.cache.integrity import FileExpectation, StatStamp
 from modelcache.cache.lockfile import LockEntry, Lockfile
-from modelcache.cache.store import CacheStore
+from modelcache.cache.store import CacheStore, iso_now
 
 
 def publish(store: CacheStore, lockfile: Lockfile, *, repo_id: str, revision: str, commit: str,
@@ -35,10 +34,11 @@ def publish(store: CacheStore, lockfile: Lockfile, *, repo_id: str, revision: st
     meta = store.read_meta(repo_id)
     stamped = meta.get("verified", {})
     stamped.setdefault(commit, {}).update(stamps)
-    now = time.time()
-    store.update_meta(repo_id, downloaded_at=now, source_endpoint=source,
-                      size=sum(e.size or 0 for e in files.values()), revision=revision, commit=commit,
-                      verified=stamped, last_validated=now)
+    now = iso_now()
+    store.update_meta(repo_id, model_id=repo_id, downloaded_at=now, source_endpoint=source,
+                      size=sum(e.size or 0 for e in files.values()), file_count=len(files), revision=revision,
+                      commit=commit, verified=stamped, last_validated=now, validation_status="Valid",
+                      access_count=int(meta.get("access_count") or 0))
     return snapshot
 
 

@@ -25,7 +25,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -44,6 +46,27 @@ def repo_folder(repo_id: str) -> str:
         raise UnsafeFileError(f"repo id {repo_id!r}", "a repo id is 'name' or 'org/name' without '--' or '..' "
                               "(the Hub's own rule); it would collide with another repo's cache folder")
     return "models--" + repo_id.replace("/", "--")
+
+
+def iso_now(at: float | None = None) -> str:
+    """A metadata timestamp: ISO-8601 in UTC with the offset (``2026-12-01T12:42:34+00:00``)."""
+    return datetime.fromtimestamp(time.time() if at is None else at, timezone.utc).isoformat(timespec="seconds")
+
+
+def meta_time(value: Any) -> float | None:
+    """A metadata timestamp as a unix time: an ISO-8601 string (written now) or a number (the
+    format before ISO timestamps); None when absent or unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return None
 
 
 def host_tag() -> str:
@@ -311,7 +334,7 @@ class CacheStore:
 
     def touch(self, repo_id: str) -> None:
         meta = self.read_meta(repo_id)
-        self.update_meta(repo_id, access_count=meta.get("access_count", 0) + 1, last_access=time.time())
+        self.update_meta(repo_id, access_count=int(meta.get("access_count") or 0) + 1, last_access=iso_now())
 
     # -- listing and removal --------------------------------------------------------------
     def repos(self) -> list[CachedRepo]:

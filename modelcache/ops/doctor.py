@@ -3,6 +3,11 @@
 Adds to the readiness checks: the integrity of every cached model, whether each endpoint
 answers (short timeout), whether a token is configured (never its value), and a real model
 load with a test embedding. Exit codes: 0 ok, 1 failed, 2 degraded.
+
+Read-only unless ``repair``: the checks run on a read-only view of the cache (no quarantine, no
+metadata, no install, no ONNX export into the cache); a bundled model that is not in the cache is
+loaded where its package is. ``repair=True`` (``modelcache doctor --repair``) lets them write:
+bad files are quarantined, the bundled model is installed, stamps are recorded.
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ log = logging.getLogger("modelcache")
 EXIT_CODES = {OK: 0, FAILED: 1, DEGRADED: 2}
 
 
-def check_integrity(mgr: ModelManager) -> list[Check]:
+def read_only_view(mgr: ModelManager) -> ModelManager:
+    """The same settings and registry over the same cache, with ``model_cache.read_only`` on."""
+    from modelcache.manager import ModelManager
+
+    settings = mgr.settings.model_copy(deep=True)
+    settings.model_cache.read_only = True
+    return ModelManager(settings, mgr.registry)
+
+
+def check_integrity(mgr: ModelManager, write: bool = True) -> list[Check]:
     """Verify every cached repo (files stat-trusted within ``validation_interval``; re-hash
     everything with ``modelcache verify --full``)."""
     out = []
@@ -45,7 +59,7 @@ def check_integrity(mgr: ModelManager) -> list[Check]:
             continue
         try:
             spec = mgr.spec(repo.repo_id)
-            report = mgr.verify(spec)
+            report = mgr.verify(spec, write=write)
         except Exception as exc:  # noqa: BLE001 - one broken repo must not hide the others
             out.append(Check(f"integrity:{repo.repo_id}", FAILED, f"{type(exc).__name__}: {exc}"))
             continue
@@ -53,10 +67,11 @@ def check_integrity(mgr: ModelManager) -> list[Check]:
             out.append(Check(f"integrity:{repo.repo_id}", OK, f"{len(report.checked)} files ok, "
                              f"{len(report.hashed)} hashed", {"commit": report.commit}))
         else:
-            failures = "; ".join(f"{p}: {why}" for p, why in report.failures.items())
+            failures = "; ".join(f"{p}: {report.status.get(p, '?')}: {why}" for p, why in report.failures.items())
             out.append(Check(f"integrity:{repo.repo_id}", FAILED, failures + (
                 f" (quarantined: {', '.join(report.quarantined)}; `modelcache pull` fetches them again)"
-                if report.quarantined else ""), report.to_dict()))
+                if report.quarantined else "" if write else " (`modelcache doctor --repair` quarantines them; "
+                "`modelcache pull` fetches them again)"), report.to_dict()))
     return out
 
 
@@ -108,27 +123,99 @@ def check_token(mgr: ModelManager) -> Check:
 
 
 def check_load(mgr: ModelManager, tier: str) -> Check:
-    """Load the tier's model and embed "Hello world": finite, and of the expected dims."""
+    """Load the tier's model and embed "Hello world": finite, and of the expected dims. On a
+    read-only view a bundled model that is not in the cache is loaded from its package (not installed)."""
     if tier == KEYWORD_TIER:
         return Check("load", DEGRADED, "only keyword mode can serve: no model to load")
     t0 = time.perf_counter()
     try:
         spec = mgr.spec(tier)
-        local = mgr.ensure(spec, download=False)
-        result = mgr.functional_check(spec, local.commit)
+        hit = mgr.puller.cached(spec)
+        in_place = mgr.store.read_only and spec.local_dir is not None and hit is None
+        note = _no_export(mgr, spec, spec.local_dir if in_place else hit.snapshot if hit else None)
+        if in_place:
+            result = _load_in_place(mgr, spec)
+        else:
+            local = mgr.ensure(spec, download=False)
+            result = mgr.functional_check(spec, local.commit)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return Check("load", FAILED, f"{tier}: {type(exc).__name__}: {exc}")
     seconds = round(time.perf_counter() - t0, 2)
-    return Check("load", OK, f"{tier} loaded and embedded 'Hello world' ({result['dims']} dims) in {seconds}s",
-                 result | {"seconds": seconds, "model": tier})
+    return Check("load", OK, f"{tier} loaded and embedded 'Hello world' ({result['dims']} dims) in {seconds}s"
+                 + (f" ({note})" if note else ""), result | {"seconds": seconds, "model": tier})
 
 
-def doctor(mgr: ModelManager, endpoints: bool = True, load: bool = True, timeout: float = 3.0) -> dict:
-    """Run every check; the result has the shape of :func:`modelcache.ops.health.health`."""
+def _no_export(mgr: ModelManager, spec, path: Path | None) -> str | None:
+    """On a read-only view with backend ``auto`` and no ONNX file yet: check with torch rather than
+    export one (an export writes ~the model's size); the first real load or ``--repair`` makes it."""
+    emb = mgr.settings.embedding
+    if not mgr.store.read_only or emb.backend != "auto" or path is None:
+        return None
+    from modelcache.backends.onnx.export import export_roots, has_onnx
+
+    if has_onnx(path, mgr.fingerprint(spec, path), export_roots(mgr.settings), emb.precision):
+        return None
+    emb.backend = "torch"
+    return "backend auto: checked with torch; no ONNX export exists yet and doctor writes none without --repair"
+
+
+def _load_in_place(mgr: ModelManager, spec) -> dict:
+    """Load a model from its own directory (the bundled package) and embed "Hello world"."""
+    import numpy as np
+
+    encoder = mgr._encoder(spec, "in-place", spec.local_dir)
+    vec = np.asarray(encoder.encode(["Hello world"]))
+    if vec.shape != (1, encoder.dims) or not np.all(np.isfinite(vec)):
+        raise ValueError(f"'Hello world' gave shape {vec.shape}, finite={bool(np.all(np.isfinite(vec)))}")
+    return {"dims": encoder.dims, "fingerprint": encoder.fingerprint, "loaded_from": str(spec.local_dir)}
+
+
+def check_chain(mgr: ModelManager) -> Check:
+    """Fallback tiers the dimension check disables (the config load warns of the same)."""
+    from modelcache.settings import dimension_warnings
+
+    warnings = dimension_warnings(mgr.settings)
+    if warnings:
+        return Check("fallback", DEGRADED, " ".join(warnings))
+    return Check("fallback", OK, "no fallback tier is disabled by the dimension check")
+
+
+def check_validation(mgr: ModelManager) -> Check:
+    """When each cached model is next re-hashed (``model_cache.validation_interval``)."""
+    from modelcache.cache.validation import next_due
+
+    mc = mgr.settings.model_cache
+    due_now, later = [], []
+    for repo in mgr.store.repos():
+        if not repo.commits:
+            continue
+        left = next_due(repo.meta, mc.validation_interval)
+        if left is None or left <= 0:
+            due_now.append(repo.repo_id)
+        else:
+            later.append((left, repo.repo_id))
+    data = {"interval_s": mc.validation_interval, "on_startup": mc.validation_on_startup, "due": due_now,
+            "next_due_s": round(min(later)[0]) if later else None}
+    text = f"validation_interval {mc.validation_interval}s" + (", validation_on_startup" if mc.validation_on_startup
+                                                               else "")
+    if due_now:
+        return Check("validation", OK, f"{text}; due now (re-hashed at their next load, or `modelcache verify`): "
+                     f"{', '.join(due_now)}", data)
+    if later:
+        return Check("validation", OK, f"{text}; next due in {min(later)[0] / 3600:.1f} h ({min(later)[1]})", data)
+    return Check("validation", OK, f"{text}; no cached model", data)
+
+
+def doctor(mgr: ModelManager, endpoints: bool = True, load: bool = True, timeout: float = 3.0,
+           repair: bool = False) -> dict:
+    """Run every check; the result has the shape of :func:`modelcache.ops.health.health`.
+    Nothing is written unless ``repair`` (see the module docstring)."""
     checks = [Check("config", OK, f"profile {mgr.settings.profile or '-'}, model {mgr.settings.model}, "
                     f"strategy {mgr.settings.fallback.strategy}" + (", offline" if mgr.settings.offline else ""))]
-    checks += [check_cache(mgr), check_disk(mgr), check_budget(mgr)]
-    checks += check_integrity(mgr)
+    checks += [check_cache(mgr), check_disk(mgr), check_budget(mgr), check_chain(mgr)]
+    view = mgr if repair or mgr.store.read_only else read_only_view(mgr)
+    checks += check_integrity(view, write=repair)
+    checks.append(check_validation(mgr))
     if not endpoints:
         checks.append(Check("endpoints", OK, "skipped (--no-network)"))
     elif mgr.settings.offline:
@@ -144,9 +231,10 @@ def doctor(mgr: ModelManager, endpoints: bool = True, load: bool = True, timeout
     checks.append(model_check)
     active = model_check.data.get("active")
     if load and active:
-        checks.append(check_load(mgr, active))
+        checks.append(check_load(view, active))
     out = summarize(checks)
     return out | {"exit_code": EXIT_CODES[out["status"]]}
 
 
-__all__ = ["doctor", "check_integrity", "check_endpoint", "check_token", "check_load", "token_source", "EXIT_CODES"]
+__all__ = ["doctor", "read_only_view", "check_chain", "check_validation", "check_integrity", "check_endpoint",
+           "check_token", "check_load", "token_source", "EXIT_CODES"]

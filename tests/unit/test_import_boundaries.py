@@ -8,7 +8,7 @@ functions that load a model.
 
 The core's layers (a layer may import its own and those listed for it, nothing else)::
 
-    base      errors settings registry metrics texts origins _util _version  (and the package root)
+    base      errors settings configfile registry metrics texts origins _util _version  (and the package root)
     cache     store integrity lockfile budget fingerprint modelfiles publish history   disk only
     hub       remote http transfer retry pull                               network; over cache
     backends  base factory hashed pool torch_st onnx/                       over cache
@@ -56,7 +56,7 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
     return found
 
 
-BASE = {"errors", "settings", "registry", "metrics", "texts", "origins", "_util", "_version"}
+BASE = {"errors", "settings", "configfile", "registry", "metrics", "texts", "origins", "_util", "_version"}
 LAYERS: dict[str, set[str]] = {
     "base": {"base"},
     "cache": {"base", "cache"},

@@ -153,12 +153,16 @@ def unpin(model: str, as_json: JsonOpt = False, config: ConfigOpt = None):
 def doctor(network: Annotated[bool, typer.Option("--network/--no-network", help="Contact each endpoint.")] = True,
            load: Annotated[bool, typer.Option("--load/--no-load", help="Load the model and embed a sentence.")] = True,
            timeout: Annotated[float, typer.Option(help="Seconds per endpoint.")] = 3.0,
+           repair: Annotated[bool, typer.Option("--repair", help="Let the checks write: quarantine bad files, "
+                                                "install the bundled model, record stamps.")] = False,
            as_json: JsonOpt = False, config: ConfigOpt = None):
-    """Cache integrity, endpoints, disk, token (never shown), model load. Exit 0 ok / 1 failed / 2 degraded."""
+    """Cache integrity, endpoints, disk, token (never shown), model load. Exit 0 ok / 1 failed / 2 degraded.
+
+    Read-only: nothing in the cache is written unless --repair."""
     from modelcache.ops.doctor import doctor as run
 
     try:
-        report = run(_manager(config), endpoints=network, load=load, timeout=timeout)
+        report = run(_manager(config), endpoints=network, load=load, timeout=timeout, repair=repair)
     except (ModelCacheError, OSError) as exc:
         _fail(as_json, exc)
     _emit(as_json, report, lambda: _render_checks("modelcache doctor", report))
