@@ -11,6 +11,10 @@ TEST_STAMP := $(VENV)/.installed-test
 # packaging checks (tests/packaging/): the core alone, and the lowest huggingface_hub major
 CORE_VENV := .venv-core
 HUB1_VENV := .venv-hub1
+# a real embedding server for the remote-tier tests (tests/support/infinity.py): infinity-emb pins
+# numpy<2 and sentence-transformers<4, so it has a venv of its own, built once and reused
+INFINITY_VENV := .venv-infinity
+INFINITY := infinity-emb[server,torch]==0.0.78
 PKG_SOURCES := $(shell find modelcache -name '*.py' -o -name '*.yaml' -o -name py.typed)
 HUB1_TESTS := tests/integration/test_pull.py tests/integration/test_cli_core.py tests/integration/test_resume.py \
 	tests/reliability/test_r01_retry_after.py tests/reliability/test_r04_corrupt_state.py \
@@ -41,7 +45,7 @@ demo: $(DEMO_STAMP)
 
 # lint and types (config in pyproject.toml), the whole suite, then the packaging checks; any failure
 # fails `make test` (and .ci/run)
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(INFINITY_VENV)/.installed
 	$(BIN)/python -m ruff check modelcache langchain_modelcache llamaindex_modelcache tests benchmarks examples notebooks
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -p no:cacheprovider -q -rs tests
@@ -75,6 +79,15 @@ $(HUB1_VENV)/.installed: pyproject.toml
 	$(HUB1_VENV)/bin/pip install -q -e ".[test]" langchain-huggingface llama-index-embeddings-huggingface $(TORCH)
 	touch $@
 
+# no dependency on pyproject.toml: nothing of ours is installed there; a new pin: rm -rf $(INFINITY_VENV)
+$(INFINITY_VENV)/.installed:
+	rm -rf $(INFINITY_VENV)
+	$(PY) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(INFINITY_VENV)/bin/pip install -q $(TORCH)
+	$(INFINITY_VENV)/bin/pip install -q "$(INFINITY)" $(TORCH)
+	echo "$(INFINITY)" > $@
+
 test-hub1: $(HUB1_VENV)/.installed
 	$(HUB1_VENV)/bin/python -c "import huggingface_hub as h; print('huggingface_hub', h.__version__, \
 	'in $(HUB1_VENV)'); assert h.__version__.startswith('1.'), 'expected huggingface_hub 1.x'"
@@ -100,4 +113,4 @@ bench-internal: $(TEST_STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(HUB1_VENV) $(BENCH_VENV) build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(HUB1_VENV) $(BENCH_VENV) $(INFINITY_VENV) build *.egg-info
