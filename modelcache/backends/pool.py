@@ -25,6 +25,8 @@ from typing import Any
 
 from cachetools import Cache, LRUCache
 
+from modelcache import metrics
+
 log = logging.getLogger("modelcache")
 
 __all__ = ["ModelPool", "estimate_bytes"]
@@ -194,6 +196,7 @@ class ModelPool:
         weight = float(min(size, limit)) if limit else 1.0
         self._last_used[key] = self._clock()
         self._cache[key] = _Entry(value, size, weight)
+        metrics.set_model_memory(_label(key), size)
 
     def _total_bytes(self) -> int:
         return sum(self._cache.peek(k).size for k in self._cache.keys())
@@ -203,6 +206,7 @@ class ModelPool:
         counter = {"lru": "evictions", "idle": "idle_unloads"}.get(reason, "unloads")
         self._counters[counter] += 1
         self._last_used.pop(key, None)
+        metrics.set_model_memory(_label(key), None)
         log.info("pool: unloaded %s (%s)", _label(key), reason)
 
     # -- management -----------------------------------------------------------------------

@@ -134,6 +134,9 @@ class Puller:
             return hit
         if self.settings.offline:
             raise OfflineError(spec.name)
+        if not self.settings.download.enabled:
+            raise OfflineError(spec.name, "downloads are off (download.enabled: false) and the model is not "
+                                          "cached; set download.enabled: true to pull it")
         if not dry_run:
             self.store._require_writable(f"pull {spec.repo_id}")
         allow_pickle = self.settings.download.allow_pickle if allow_pickle is None else allow_pickle
@@ -167,7 +170,8 @@ class Puller:
             remote = RemoteRepo(endpoint, token_for(self.settings, endpoint), d.connect_timeout, policy, stats,
                                 deadline=pull_deadline.child(None, f"pull {spec.repo_id} from {shown}"),
                                 request_deadline_s=d.file_deadline_min_s,
-                                read_timeout=self.settings.model_cache.download_timeout)
+                                read_timeout=self.settings.model_cache.download_timeout,
+                                compression=d.compression)
             try:
                 if dry_run:
                     return self._plan(spec, revision, target, remote, allow_pickle, include, stats)
@@ -182,7 +186,7 @@ class Puller:
                 # endpoint, next endpoint, then DownloadError
                 failures[shown] = describe(exc)
                 log.warning("pull %s from %s failed: %s", spec.repo_id, shown, failures[shown])
-        metrics.record_download_failure(spec.repo_id, stats)
+        metrics.record_download_failure(spec.repo_id, stats, seconds=time.monotonic() - pull_deadline.started)
         raise DownloadError(spec.repo_id, failures)
 
     def _plan(self, spec, revision, target, remote, allow_pickle, include, stats) -> PullResult:
@@ -308,7 +312,9 @@ class Puller:
 
                 return fetch_to_part(repo_id, exp.path, commit, part, endpoint=remote.endpoint,
                                      token=remote.token, expected_size=exp.size, timeout=remote.timeout,
-                                     read_timeout=self.settings.model_cache.download_timeout, deadline=deadline)
+                                     read_timeout=self.settings.model_cache.download_timeout, deadline=deadline,
+                                     compression=remote.compression,
+                                     chunk_size=self.settings.download.chunk_size_kb * 1024)
 
             try:
                 stats.bytes_received += remote.policy.call(fetch, what, stats, deadline=deadline)
@@ -321,7 +327,7 @@ class Puller:
             try:
                 verify_file(part, exp)
             except IntegrityError as err:
-                metrics.record_validation_failure(err.check)
+                metrics.record_validation_failure(err.check, repo_id)
                 self.store.quarantine(repo_id, part, exp.path)
                 log.warning("%s (attempt %d of 2)", err, attempt)
                 if attempt == 2:

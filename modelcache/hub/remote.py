@@ -68,6 +68,9 @@ class RemoteRepo:
     request_deadline_s: float = REQUEST_DEADLINE_S
     read_timeout: float | None = None
     """Per-read timeout of metadata requests (None: ``timeout``)."""
+    compression: bool = True
+    """``download.compression``: False asks for ``Accept-Encoding: identity`` (else the HTTP client's
+    gzip / deflate / br / zstd)."""
 
     @property
     def shown(self) -> str:
@@ -79,6 +82,8 @@ class RemoteRepo:
         """GET ``url`` and parse its JSON body: retried, under a deadline, at most ``limit`` bytes.
         Returns (data, response) (the response's headers, links and final URL; its body is read)."""
         headers = build_hf_headers(token=self.token)
+        if not self.compression:
+            headers["Accept-Encoding"] = "identity"
         http_timeout = self.read_timeout or self.timeout
 
         def fetch():

@@ -30,13 +30,16 @@ from modelcache.hub.http import httpx
 
 def fetch_to_part(repo_id: str, filename: str, commit: str, part: Path, *, endpoint: str,
                   token: str | bool | None, expected_size: int | None, timeout: float,
-                  read_timeout: float = 60.0, deadline: Deadline | None = None) -> int:
+                  read_timeout: float = 60.0, deadline: Deadline | None = None, compression: bool = True,
+                  chunk_size: int | None = None) -> int:
     """Append the rest of ``filename`` to ``part``. Returns the bytes received in this call.
 
     ``token``: as ``build_hf_headers`` takes it (``False``: no Authorization header at all).
     Raises :class:`~modelcache.errors.TruncatedBodyError` (an ``OSError``, retried) when the body
     ends short or long, and :class:`~modelcache.hub.deadline.DeadlineExceededError` (not
-    retried) when ``deadline`` passes first.
+    retried) when ``deadline`` passes first. ``compression`` False (and every resumed GET: a Range
+    counts bytes of the file itself) asks for ``Accept-Encoding: identity``; a compressed body is
+    decoded as it arrives. ``chunk_size``: the write buffer of the ``.part`` file, in bytes.
     """
     part.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
@@ -49,6 +52,8 @@ def fetch_to_part(repo_id: str, filename: str, commit: str, part: Path, *, endpo
     headers = build_hf_headers(token=token)
     if have:
         headers["Range"] = f"bytes={have}-"
+    if have or not compression:
+        headers["Accept-Encoding"] = "identity"
     received = 0
     if deadline is not None:
         deadline.check(f"{have} of {expected_size} bytes on disk")
@@ -58,9 +63,9 @@ def fetch_to_part(repo_id: str, filename: str, commit: str, part: Path, *, endpo
         mode = "ab"
         if have and response.status_code != 206:  # the server ignored Range: start over
             have, mode = 0, "wb"
-        with open(part, mode) as fh, tqdm(total=expected_size, initial=have, unit="B", unit_scale=True,
-                                          desc=filename[-40:], disable=not sys.stderr.isatty(),
-                                          leave=False) as bar:
+        with open(part, mode, buffering=chunk_size or -1) as fh, tqdm(
+                total=expected_size, initial=have, unit="B", unit_scale=True, desc=filename[-40:],
+                disable=not sys.stderr.isatty(), leave=False) as bar:
             for chunk in response.iter_bytes():  # as it arrives: a trickle must reach the deadline check
                 fh.write(chunk)
                 received += len(chunk)

@@ -54,7 +54,7 @@ def test_callers_registry_served_over_http(hub: LocalHub, sink: metrics.Metrics,
         metrics.observe_pull(result)  # download.py calls it itself once wired
     metrics.record_miss(TINY_REPO)
     metrics.record_hit(TINY_REPO)
-    metrics.record_validation_failure("sha256 (registry)")
+    metrics.record_validation_failure("sha256 (registry)", TINY_REPO)
     metrics.observe_load("tiny", 0.2)
     metrics.record_fallback("bundled-mini", "all-MiniLM-L6-v2: DownloadError: every endpoint failed")
     metrics.set_degraded(True)
@@ -70,12 +70,12 @@ def test_callers_registry_served_over_http(hub: LocalHub, sink: metrics.Metrics,
         server.server_close()
     repo = (("repo_id", TINY_REPO),)
     assert samples[("modelcache_download_bytes_total", repo)] == result.bytes_downloaded > 0
-    assert samples[("modelcache_download_duration_seconds_count", repo)] == 1
+    assert samples[("modelcache_download_duration_seconds_count", repo + (("status", "ok"),))] == 1
     assert samples[("modelcache_download_retries_total", repo)] >= 1
     assert samples[("modelcache_download_rate_limited_total", repo)] == 1
     assert samples[("modelcache_cache_hits_total", repo)] == 1
     assert samples[("modelcache_cache_misses_total", repo)] == 1
-    assert samples[("modelcache_validation_failures_total", (("check", "sha256"),))] == 1
+    assert samples[("modelcache_validation_failures_total", (("failure_type", "sha256"), ("model_id", TINY_REPO)))] == 1
     assert samples[("modelcache_model_load_seconds_count", (("model", "tiny"),))] == 1
     assert samples[("modelcache_fallback_activations_total", (("reason", "all-MiniLM-L6-v2"),
                                                               ("tier", "bundled-mini")))] == 1
