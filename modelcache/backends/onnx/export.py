@@ -1,6 +1,8 @@
 """The ONNX files the ONNX Runtime backend runs: the repo's own, or a verified, cached export.
 
-- A repo's own ``onnx/model.onnx`` is used when the snapshot has it. Otherwise the cached
+- A repo's own ``onnx/model.onnx`` is used when the snapshot has it and it computes what the
+  safetensors do (compared with torch once, when torch is installed; a pull with no exporter
+  installed fetches that file). Otherwise the cached
   safetensors are exported once with torch (``torch.onnx.export`` of the transformer, dynamic
   batch and sequence axes) into ``<cache>/.locks/modelcache/onnx/<fingerprint>/model.onnx``,
   written atomically, its sha256 recorded in ``meta.json`` and checked on reuse (a stat stamp
@@ -73,22 +75,18 @@ def _stamp(path: Path) -> list[int]:
 
 
 
-def export_onnx(model_dir: Path, dest: Path, opset: int = OPSET) -> None:
-    """Export the transformer of ``model_dir`` (safetensors) to ``dest`` with torch.
-
-    Dynamic batch/sequence axes; the traced inputs carry padding so the attention mask path
-    stays dynamic. The export is checked against torch on its own inputs before it is kept.
-    """
+def _torch_reference(model_dir: Path):
+    """The transformer of ``model_dir`` in torch, with padded probe inputs and its outputs on them."""
     try:
         import torch
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise BackendUnavailableError("onnx export", "torch", str(exc)) from exc
-    if importlib.util.find_spec("onnx") is None:
-        raise BackendUnavailableError("onnx export", "onnx", "the 'onnx' package is needed by torch.onnx.export")
     import inspect
 
     refuse_remote_code(Path(model_dir))
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar inside a pull's own progress
     model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager", trust_remote_code=False,
                                       local_files_only=True, use_safetensors=True)
     model.eval()
@@ -111,20 +109,83 @@ def export_onnx(model_dir: Path, dest: Path, opset: int = OPSET) -> None:
     mask[0, 8:] = 0
     args = [ids, mask, torch.zeros_like(ids)][:len(names)]
     wrapper = _Wrapper(model)
+    with torch.no_grad():
+        expected = wrapper(*args).numpy()
+    return wrapper, names, args, expected
+
+
+def _onnx_error(path: Path, names: list[str], args, expected: np.ndarray) -> tuple[float, float]:
+    """Max abs error on live tokens and min cosine of mean-pooled vectors: ONNX file vs torch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {n: a.numpy() for n, a in zip(names, args) if n in {i.name for i in session.get_inputs()}}
+    got = session.run(None, feed)[0]
+    live = args[1].numpy()[..., None] > 0
+    err = float(np.abs((got - expected) * live).max())
+    pooled = [(x * live).sum(axis=1) / live.sum(axis=1) for x in (got, expected)]
+    a, b = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in pooled)
+    return err, float((a * b).sum(axis=1).min())
+
+
+#: an ONNX file is the model's when, on the probe inputs, its hidden states are this close to torch's
+MAX_ABS_ERROR, MIN_COSINE = 1e-3, 0.99999
+
+
+def export_onnx(model_dir: Path, dest: Path, opset: int = OPSET) -> None:
+    """Export the transformer of ``model_dir`` (safetensors) to ``dest`` with torch.
+
+    Dynamic batch/sequence axes; the traced inputs carry padding so the attention mask path
+    stays dynamic. The export is checked against torch on its own inputs before it is kept
+    (hidden states within ``MAX_ABS_ERROR``, pooled vectors' cosine at least ``MIN_COSINE``).
+    """
+    import torch
+
+    if importlib.util.find_spec("onnx") is None:
+        raise BackendUnavailableError("onnx export", "onnx", "the 'onnx' package is needed by torch.onnx.export")
+    wrapper, names, args, expected = _torch_reference(model_dir)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = wrapper(*args).numpy()
         torch.onnx.export(wrapper, tuple(args), str(dest), input_names=names, output_names=["last_hidden_state"],
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
-    import onnxruntime as ort
+    err, cos = _onnx_error(dest, names, args, expected)
+    if not np.isfinite(err) or err > MAX_ABS_ERROR or cos < MIN_COSINE:
+        raise ModelCacheError(f"ONNX export of {model_dir} does not match torch (max abs error {err:.2e}, "
+                              f"cosine {cos:.6f})")
 
-    session = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])
-    got = session.run(None, {n: a.numpy() for n, a in zip(names, args)})[0]
-    live = mask.numpy()[..., None] > 0
-    err = float(np.abs((got - expected) * live).max())
-    if not np.isfinite(err) or err > 1e-3:
-        raise ModelCacheError(f"ONNX export of {model_dir} does not match torch (max abs error {err:.2e})")
+
+def repo_onnx_verdict(model_dir: Path, own: Path, roots: list[Path], fingerprint: str) -> bool:
+    """Is the repo's own ``onnx/model.onnx`` the same model as its safetensors? Compared with torch
+    once (the verdict is kept beside our exports, keyed by the file's sha256); without torch it is
+    used as the Hub served it (its sha256 verified like every model file) and True is returned."""
+    if not export_possible():
+        return True
+    verdict_path = roots[-1] / f"{fingerprint}-repo.json"
+    verdict = read_json(verdict_path)
+    if verdict.get("stamp") == _stamp(own) and "equal" in verdict:
+        return bool(verdict["equal"])  # unchanged since it was compared (a stat stamp, as for model files)
+    digest = sha256_path(own)
+    if verdict.get("sha256") != digest:
+        try:
+            _, names, args, expected = _torch_reference(model_dir)
+            err, cos = _onnx_error(own, names, args, expected)
+        except (ModelCacheError, OSError, RuntimeError, ValueError) as exc:
+            err, cos = float("inf"), 0.0
+            log.warning("the repo's %s could not be compared with torch (%s)", REPO_ONNX, exc)
+        verdict = {"sha256": digest, "max_abs_error": err if np.isfinite(err) else None, "min_cosine": cos,
+                   "equal": bool(np.isfinite(err) and err <= MAX_ABS_ERROR and cos >= MIN_COSINE)}
+        if not verdict["equal"]:
+            log.warning("%s: the repo's %s differs from its safetensors weights (max abs error %s, cosine "
+                        "%.6f); using our own export instead", Path(model_dir).name, REPO_ONNX,
+                        verdict["max_abs_error"], cos)
+    verdict["stamp"] = _stamp(own)
+    try:
+        verdict_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(verdict_path, verdict, indent=1)
+    except OSError:
+        pass  # read-only: compared again next time
+    return bool(verdict["equal"])
 
 
 class _DropPreprocessHint(logging.Filter):
@@ -250,7 +311,7 @@ def _cached_or_built(roots: list[Path], key: str, build: Callable[[Path], None],
 def onnx_model_path(model_dir: Path, fingerprint: str, roots: list[Path], quantize: str = "fp32") -> Path:
     """The ONNX file to run: the repo's own, or our (verified, cached) export / quantisation."""
     own = Path(model_dir) / REPO_ONNX
-    if own.is_file():
+    if own.is_file() and repo_onnx_verdict(Path(model_dir), own, roots, fingerprint):
         fp32 = own
     else:
         fp32 = _cached_or_built(roots, fingerprint, lambda tmp: export_onnx(model_dir, tmp),
@@ -267,3 +328,18 @@ def has_onnx(model_dir: Path, fingerprint: str, roots: list[Path], quantize: str
         return True
     key = with_precision(fingerprint, quantize)
     return any(OnnxExportCache(root).entry(key).exists() for root in roots)
+
+
+def with_repo_onnx(spec, settings: Settings):
+    """The spec to pull: with the repo's ``onnx/model.onnx`` too when the ONNX backend will run and
+    no exporter is installed (an ``onnx``-only install: its first load then needs no torch at all).
+    The repo's other ONNX files (quantised variants, copies of the configs) are never fetched."""
+    if settings.embedding.backend == "torch" or settings.embedding.precision == "bf16":
+        return spec
+    if not onnx_available() or export_possible() or REPO_ONNX in spec.include:
+        return spec
+    import dataclasses
+
+    exclude = tuple(p for p in spec.exclude if p not in ("onnx/*", "*.onnx"))
+    exclude += tuple(f"onnx/{p}" for p in spec.include) + ("onnx/*_*.onnx",)
+    return dataclasses.replace(spec, include=(*spec.include, REPO_ONNX), exclude=exclude)
