@@ -91,7 +91,8 @@ def pull(model: Annotated[str, typer.Argument(help="Registry name, alias or Hub 
 @app.command()
 def verify(model: Annotated[Optional[str], typer.Argument(help="Model; all cached models if omitted.")] = None,
            full: Annotated[bool, typer.Option("--full",
-                                              help="Re-hash every file and run the functional test.")] = False,
+                                              help="Re-hash every file, run the functional test and the "
+                                                   "performance test (load time, memory).")] = False,
            as_json: JsonOpt = False, config: ConfigOpt = None):
     """Check cached files: presence, size, sha256 / git sha1, format (and load + embed with --full)."""
     try:
@@ -107,12 +108,23 @@ def verify(model: Annotated[Optional[str], typer.Argument(help="Model; all cache
     ok = all(r.ok for r in reports)
 
     def render():
+        colour = {"Valid": "green", "Unknown": "yellow"}
         for r in reports:
             mark = "[green]ok[/green]" if r.ok else "[red]FAILED[/red]"
-            console.print(f"{mark} {r.model} ({r.repo_id}@{(r.commit or '-')[:12]}): {len(r.checked)} files, "
-                          f"{len(r.hashed)} hashed in {r.seconds:.2f}s")
-            for path, why in r.failures.items():
-                console.print(f"   [red]{path}[/red]: {why}", highlight=False)
+            data = r.to_dict()
+            console.print(f"{mark} {r.model} ({r.repo_id}@{(r.commit or '-')[:12]}): {data['validation_status']}, "
+                          f"{len(r.checked)} files, {len(r.hashed)} hashed in {r.seconds:.2f}s"
+                          + (f" (re-hashed: {r.due})" if r.due else ""), highlight=False)
+            for path, status in sorted(r.status.items()):
+                why = r.failures.get(path)
+                console.print(f"   [{colour.get(status, 'red')}]{status:<9}[/] {path}" + (f": {why}" if why else ""),
+                              highlight=False)
+            if r.performance:
+                p = r.performance
+                memory = f"{p['model_memory_bytes'] / 1e6:.1f} MB" if p["model_memory_bytes"] is not None else "?"
+                console.print(f"   performance: load {p['load_s']:.2f}s, embed {p['texts']} texts in "
+                              f"{p['embed_s']:.3f}s, model memory {memory}, RSS {p['rss_bytes'] / 1e6:.0f} MB "
+                              f"(+{p['rss_growth_bytes'] / 1e6:.0f} MB by the load)", highlight=False)
         if not reports:
             console.print("no cached models")
 
