@@ -7,7 +7,12 @@ eviction" (``modelcache pin``). The file format (version 1) keeps its original k
 
     {"version": 1,
      "pins": {"<repo_id>@<revision>": {"commit": "<40 hex>", "pinned_at": <unix>,
-                                       "files": {"<path>": {"size": n, "sha256": ..., "blob_id": ...}}}}}
+                                       "files": {"<path>": {"size": n, "sha256": ..., "blob_id": ...}},
+                                       "includes": ["*.gguf"], "model": false}}}
+
+``includes`` (optional) names the ``pull --include`` patterns whose files the entry pins (GGUF
+weights, any files); ``model`` (optional, default true) says whether the model's own file set
+is pinned too. An entry of an any-file pull of a repo is ``model: false``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ class LockEntry:
     commit: str
     files: dict[str, FileExpectation]
     locked_at: float = 0.0
+    includes: tuple[str, ...] = ()
+    """``pull --include`` patterns whose files this entry pins."""
+    model: bool = True
+    """Whether the model's file set (the registry's include patterns) is pinned."""
+
+
+def _entry(repo_id: str, revision: str, entry: dict) -> LockEntry:
+    files = {p: FileExpectation.from_dict(p, d) for p, d in entry["files"].items()}
+    includes = tuple(str(x) for x in entry.get("includes") or () if isinstance(x, str))
+    return LockEntry(repo_id, revision, entry["commit"], files, entry.get("pinned_at", 0.0), includes,
+                     entry.get("model", True) is not False)
 
 
 class Lockfile:
@@ -64,15 +80,13 @@ class Lockfile:
                     break
             else:
                 return None
-        files = {p: FileExpectation.from_dict(p, d) for p, d in entry["files"].items()}
-        return LockEntry(repo_id, revision, entry["commit"], files, entry.get("pinned_at", 0.0))
+        return _entry(repo_id, revision, entry)
 
     def entries(self) -> list[LockEntry]:
         out = []
         for key, entry in self._load()["pins"].items():
             repo_id, _, revision = key.rpartition("@")
-            files = {p: FileExpectation.from_dict(p, d) for p, d in entry["files"].items()}
-            out.append(LockEntry(repo_id, revision, entry["commit"], files, entry.get("pinned_at", 0.0)))
+            out.append(_entry(repo_id, revision, entry))
         return out
 
     def _write(self, mutate) -> None:
@@ -88,8 +102,12 @@ class Lockfile:
             os.replace(tmp, self.path)
 
     def set(self, entry: LockEntry) -> None:
-        data = {"commit": entry.commit, "pinned_at": entry.locked_at or time.time(),
-                "files": {p: e.to_dict() for p, e in sorted(entry.files.items())}}
+        data: dict = {"commit": entry.commit, "pinned_at": entry.locked_at or time.time(),
+                      "files": {p: e.to_dict() for p, e in sorted(entry.files.items())}}
+        if entry.includes:
+            data["includes"] = sorted(set(entry.includes))
+        if not entry.model:
+            data["model"] = False
         self._write(lambda pins: pins.__setitem__(f"{entry.repo_id}@{entry.revision}", data))
 
     def remove(self, repo_id: str, commit: str | None = None) -> None:

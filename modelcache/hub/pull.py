@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from modelcache import metrics
 from modelcache.cache.budget import ensure_room
 from modelcache.cache.integrity import FileExpectation, verify_file
-from modelcache.cache.lockfile import Lockfile
+from modelcache.cache.lockfile import LockEntry, Lockfile
 from modelcache.cache.modelcheck import check_model_files, hint_for, is_weights
 from modelcache.cache.publish import publish
 from modelcache.cache.store import CacheStore
@@ -109,10 +109,16 @@ class Puller:
         self.policy = RetryPolicy(d.retries, d.backoff_base, d.backoff_max)
 
     # -- the cache side -----------------------------------------------------------------
-    def cached(self, spec: ModelSpec, revision: str | None = None) -> PullResult | None:
-        """A complete cached snapshot for the locked revision, with zero network."""
+    def cached(self, spec: ModelSpec, revision: str | None = None,
+               include: tuple[str, ...] | None = None) -> PullResult | None:
+        """A complete cached snapshot for the locked revision, with zero network. ``include``: the
+        files of an any-file pull (``pull --include``), hit only when the lock entry pins them."""
         revision = revision or spec.revision
         locked = self.lockfile.get(spec.repo_id, revision)
+        if include is not None:
+            return self._cached_include(spec, revision, locked, include)
+        if locked is not None and not locked.model:
+            return None  # only an any-file pull (GGUF, ...) of this repo is pinned, not the model's files
         commit = locked.commit if locked else self.store.resolve(spec.repo_id, revision)
         if not commit:
             return None
@@ -123,6 +129,32 @@ class Puller:
         return PullResult(spec.repo_id, revision, commit, self.store.snapshot_dir(spec.repo_id, commit),
                           None, expected or {p: FileExpectation(p) for p in on_disk}, requests_made=False)
 
+    def _cached_include(self, spec: ModelSpec, revision: str, locked: LockEntry | None,
+                        include: tuple[str, ...]) -> PullResult | None:
+        if locked is None or not set(include) <= set(locked.includes):
+            return None
+        on_disk = self.store.snapshot_files(spec.repo_id, locked.commit)
+        expected = {p: e for p, e in locked.files.items() if any(fnmatch.fnmatch(p, pat) for pat in include)}
+        if not expected or any(p not in on_disk for p in expected):
+            return None
+        return PullResult(spec.repo_id, revision, locked.commit, self.store.snapshot_dir(spec.repo_id, locked.commit),
+                          None, expected, requests_made=False)
+
+    def _lock_entry(self, repo_id: str, revision: str, commit: str, files: dict[str, FileExpectation],
+                    include: tuple[str, ...] | None) -> LockEntry | None:
+        """The lock entry after pulling ``files`` (None: the plain model entry publish writes). An
+        any-file pull is pinned like a model, next to what the entry already pins at that commit."""
+        old = self.lockfile.get(repo_id, revision)
+        same = old is not None and old.commit == commit
+        if include is None:
+            if not (old is not None and same and old.includes):
+                return None
+            return LockEntry(repo_id, revision, commit, {**old.files, **files}, includes=old.includes)
+        kept = old if same else None
+        return LockEntry(repo_id, revision, commit, {**(kept.files if kept else {}), **files},
+                         includes=tuple(sorted(set(kept.includes if kept else ()) | set(include))),
+                         model=bool(kept and kept.model))
+
     # -- the network side ---------------------------------------------------------------
     def pull(self, spec: ModelSpec, revision: str | None = None, endpoints: list[str] | None = None,
              dry_run: bool = False, upgrade: bool = False, include: tuple[str, ...] | None = None,
@@ -130,7 +162,7 @@ class Puller:
         """Pull ``spec`` (locked and complete in the cache: no request). ``retries`` overrides
         ``download.retries`` for this call."""
         revision = revision or spec.revision
-        if not upgrade and include is None and (hit := self.cached(spec, revision)):
+        if not upgrade and (hit := self.cached(spec, revision, include)):
             return hit
         if self.settings.offline:
             raise OfflineError(spec.name)
@@ -176,7 +208,7 @@ class Puller:
                 if dry_run:
                     return self._plan(spec, revision, target, remote, allow_pickle, include, stats)
                 with self.store.lock(spec.repo_id):
-                    if not upgrade and include is None and (hit := self.cached(spec, revision)):
+                    if not upgrade and (hit := self.cached(spec, revision, include)):
                         return hit  # another process finished while we waited
                     return self._pull_from(spec, revision, target, remote, allow_pickle, include, stats)
             except (UnsafeFileError, DiskSpaceError, IntegrityError):
@@ -238,9 +270,12 @@ class Puller:
                 check_model_files(spec.name, small, staging / "check")
             self._fetch_all(spec.repo_id, commit, {p: e for p, e in missing.items() if p not in first}, remote,
                             staging, stats)
+            entry = self._lock_entry(spec.repo_id, revision, commit, files, include)
             snapshot = publish(self.store, self.lockfile, repo_id=spec.repo_id, revision=revision, commit=commit,
                                files=files, staging=staging, source=remote.shown, verified=missing,
-                               lock=include is None)
+                               lock=entry is None)
+            if entry is not None:
+                self.lockfile.set(entry)
         result = PullResult(spec.repo_id, revision, commit, snapshot, remote.shown, files,
                             downloaded=sorted(missing), bytes_downloaded=sum(e.size or 0 for e in missing.values()),
                             seconds=time.perf_counter() - t0, stats=stats, evicted=evicted)

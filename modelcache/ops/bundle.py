@@ -95,7 +95,10 @@ def export_bundle(mgr: ModelManager, model: str, out: Path, revision: str | None
     """
     spec = mgr.spec(model)
     revision = revision or spec.revision
+    locked = mgr.lockfile.get(spec.repo_id, revision)
     hit = mgr.puller.cached(spec, revision)
+    if hit is None and locked is not None and locked.includes:  # an any-file pull (GGUF, ...), pinned
+        hit = mgr.puller.cached(spec, revision, include=locked.includes)
     if hit is None:
         raise OfflineError(spec.name, f"{spec.repo_id}@{revision} is not in the cache {mgr.store.root}; "
                                       "nothing to export")
@@ -103,7 +106,6 @@ def export_bundle(mgr: ModelManager, model: str, out: Path, revision: str | None
     if not report.ok:
         path, why = next(iter(report.failures.items()))
         raise IntegrityError(path, "verify before export", detail=why)
-    locked = mgr.lockfile.get(spec.repo_id, revision)
     links = mgr.store.snapshot_files(spec.repo_id, hit.commit)
     expected = {p: (locked.files[p] if locked and p in locked.files else expectation_from_blob(p, link))
                 for p, link in links.items()}
@@ -115,7 +117,7 @@ def export_bundle(mgr: ModelManager, model: str, out: Path, revision: str | None
         blob = exp.sha256 or exp.blob_id or git_blob_sha1(target)
         files[path] = {"size": target.stat().st_size, "sha256": sha256_file(target), "blob": blob}
     manifest = {"format": FORMAT, "version": VERSION, "repo_id": spec.repo_id, "revision": revision,
-                "commit": hit.commit, "locked": locked is not None, "spec": spec.to_dict(),
+                "commit": hit.commit, "locked": locked is not None and locked.model, "spec": spec.to_dict(),
                 "created_at": time.time(), "modelcache": _version, "files": files}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
