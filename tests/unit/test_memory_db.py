@@ -61,6 +61,14 @@ def test_keyword_search_stems_and_ranks(db: MemoryDB) -> None:
     assert db.search("", 5) == [] and db.search("   ?!", 5) == []
 
 
+def test_a_word_in_most_memories_is_left_out_of_a_longer_query(db: MemoryDB, backend: Backend) -> None:
+    db.add([Memory(f"m{i}", f"memory number {i} of the diary") for i in range(300)])
+    db.add([Memory("zebra", "A memory of the zebra at the zoo.")])
+    backend.execute("ANALYZE")  # PostgreSQL reads the shares from the planner's statistics (autovacuum keeps them)
+    assert [i for i, _ in db.search("memory zebra giraffe", 500)] == ["zebra"]  # "memory": in every row, dropped
+    assert len(db.search("memory zebra", 500)) == 301  # two words: both kept
+
+
 @pytest.mark.parametrize("query", ['"', "AND OR NOT", "keys*", "col:keys", "(keys", "NEAR(keys tea)", "a\x00b"])
 def test_fts_syntax_in_a_query_is_plain_text(db: MemoryDB, query: str) -> None:
     db.add([Memory("keys", "The spare keys are in the drawer. AND OR NOT col")])
