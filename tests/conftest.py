@@ -6,6 +6,7 @@
 - ``hub``: olah serving ``tests.support.hub.build_standard_repos`` on 127.0.0.1 for the
   whole session; tests using it get the ``hub`` marker.
 - ``proxy``: a fresh ``FaultProxy`` in front of ``hub.endpoint`` for one test.
+- ``postgres``: a real PostgreSQL on 127.0.0.1 for the session (``.url()``: a fresh schema).
 
 Tests import helpers as ``tests.support...``.
 """
