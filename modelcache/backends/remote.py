@@ -201,9 +201,9 @@ class RemoteEncoder:
                 items = sorted(items, key=lambda i: i["index"])
             rows = [i.get("embedding") for i in items]
         else:
-            rows = data if isinstance(data, list) else None
-            if rows is None:
+            if not isinstance(data, list):
                 raise bad("the answer is not a list of vectors (is api: tei right?)")
+            rows = data
         if len(rows) != count:
             raise bad(f"{len(rows)} vectors for {count} texts")
         try:

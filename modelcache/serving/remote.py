@@ -91,6 +91,7 @@ def load_remote(service: Any, tier: Tier) -> RemoteEncoder:
     or, in ``strict``, when it is not in the local model's space.
     """
     cfg = tier.remote
+    assert cfg is not None  # a remote tier is planned with its server
     pref = next((t.spec for t in service._tiers or () if t.kind == "preferred" and t.spec is not None), None)
     encoder = RemoteEncoder(cfg, normalize=pref.normalize if pref is not None else True,
                             query_prompt=pref.query_prompt if pref is not None else None,
