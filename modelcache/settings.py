@@ -70,8 +70,8 @@ class ModelCacheSection(_Section):
     """Seconds a stat-verified file is trusted before it is re-hashed (or "6h", "24h"): a model
     loaded after that is re-hashed first, and ``modelcache doctor`` names the models that are due."""
     validation_on_startup: bool = False
-    """Re-hash every file of a model the first time a process uses it, whatever
-    ``validation_interval`` says (a stat stamp from an earlier process is not trusted)."""
+    """Re-hash every file of a model the first time a model manager (in practice: a process) uses
+    it, whatever ``validation_interval`` says (a stat stamp from an earlier run is not trusted)."""
     download_timeout: Seconds = Field(default=60.0, gt=0, le=86_400)
     parallel_downloads: int = Field(default=4, ge=1, le=32)
     read_only: bool | None = None
@@ -166,8 +166,8 @@ class MonitoringSection(_Section):
     enabled: bool = False
     """Record modelcache's metrics (``modelcache.metrics.enable()``) as soon as a model manager starts."""
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)
-    """Also serve them at http://metrics_host:metrics_port/metrics from the embedding service
-    (a daemon thread, once per process). None: no server (scrape through your own registry)."""
+    """Also serve them at http://metrics_host:metrics_port/metrics once the embedding service first
+    loads a tier (a daemon thread, once per process). None: no server (scrape your own registry)."""
     metrics_host: str = "127.0.0.1"
     """Where the metrics server listens (0.0.0.0 for a container's port mapping)."""
 

@@ -98,7 +98,6 @@ class EmbeddingService(RecoveryMixin):
         self.counters: Counter = Counter()
         self._tiers: list[Tier] | None = None
         self._active: Tier | None = None
-        metrics.apply_monitoring(self.settings, serve_port=True)  # monitoring.enabled / metrics_port
         self._preferred_fp: str | None = None
         self._dims: int | None = None
         self._warned_degraded = False
@@ -293,6 +292,7 @@ class EmbeddingService(RecoveryMixin):
 
     def _activate(self) -> Tier:
         """Load the best tier that works (skipping those in their cool-down); caller holds the lock."""
+        metrics.apply_monitoring(self.settings, serve_port=True)  # monitoring.*: serve once a tier loads
         for tier in self._chain():
             if tier.encoder is not None:
                 self._switch(tier)

@@ -126,7 +126,8 @@ def test_monitoring_enabled_records_and_serves_metrics(proxy: FaultProxy, tmp_pa
         mgr = manager(tmp_path, proxy, monitoring={"enabled": True, "metrics_port": port})
         assert metrics.active() is not None  # the manager enabled them
         mgr.pull(TINY_REPO)
-        EmbeddingService(mgr.settings, model=TINY_REPO, manager=mgr, background_recovery=False)
+        service = EmbeddingService(mgr.settings, model=TINY_REPO, manager=mgr, background_recovery=False)
+        service.embed(["hello"])  # the server starts when the service first loads a tier
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
         assert f'modelcache_download_duration_seconds_count{{repo_id="{TINY_REPO}",status="ok"}} 1.0' in text
