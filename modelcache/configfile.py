@@ -169,7 +169,9 @@ def dimension_warnings(settings: Any) -> list[str]:
     names = list(fb.models) + (list(pref.same_space) if fb.strategy == "auto" else [])
     if fb.strategy == "auto" and fb.bundled:
         names.append("bundled-mini")
-    usable, dropped, seen = [], [], {pref.name}
+    usable: list[Any] = []
+    dropped: list[Any] = []
+    seen = {pref.name}
     for name in names:
         try:
             spec = registry.get(name)
