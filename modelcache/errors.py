@@ -265,3 +265,14 @@ class VersionError(ModelCacheError, LookupError):
     def __init__(self, model: str, problem: str, hint: str):
         self.model = model
         super().__init__(f"{model}: {problem}. {hint}")
+
+
+class PoolFullError(ModelCacheError, RuntimeError):
+    """A model cannot be loaded: the loaded-model pool is full and its eviction policy is ``manual``."""
+
+    def __init__(self, model: str, detail: str):
+        self.model = model
+        super().__init__(f"Cannot load {model}: {detail}, and embedding.eviction_policy is 'manual' (nothing is "
+                         "unloaded automatically). Unload a model first (ModelManager.pool.unload(key), "
+                         "pool.keys() lists them), raise embedding.max_loaded_models / max_memory_mb, or use "
+                         "eviction_policy lru or fifo.")

@@ -37,6 +37,7 @@ from modelcache.errors import (
     BackendUnavailableError,
     IntegrityError,
     OfflineError,
+    PoolFullError,
     PrecisionRefusedError,
     UnknownModelError,
     UnsafeFileError,
@@ -73,7 +74,9 @@ class ModelManager:
         emb = self.settings.embedding
         self.pool = ModelPool(max_loaded_models=emb.max_loaded_models,
                               max_memory_bytes=int(emb.max_memory_mb * 1e6) if emb.max_memory_mb else None,
-                              keep_alive_s=emb.keep_alive_s, warm=self.load)
+                              keep_alive_s=emb.keep_alive_s, warm=self.load, policy=emb.eviction_policy,
+                              min_available_bytes=int(emb.min_available_memory_mb * 1e6)
+                              if emb.min_available_memory_mb else None)
         self._validated: set[str] = set()  # repos verified by this process (validation_on_startup)
         metrics.apply_monitoring(self.settings, self.store, self.pool)  # monitoring.enabled: record metrics
 
@@ -308,6 +311,9 @@ class ModelManager:
                 # model is checked (and exported) at fp32, and loading at that precision raises this
                 log.warning("%s", refused)
                 result = self.functional_check(spec, commit, "fp32") | {"precision_refused": str(refused)}
+            except PoolFullError as full:  # eviction_policy manual, pool full: not loaded now, nor unlocked
+                log.warning("%s@%s: functional check deferred: %s", spec.name, commit[:12], full)
+                result = {"deferred": f"the loaded-model pool is full ({full})"[:500]}
         except Exception as exc:  # noqa: BLE001 - any load failure: the model does not work, whatever raised
             # no lock entry may claim a model that cannot load: drop it, keep the files for a look
             self.lockfile.remove(spec.repo_id, commit=commit)

@@ -202,6 +202,10 @@ class EmbeddingSection(_Section):
     own fingerprint: vectors of two precisions never mix."""
     int8_min_cosine: float = Field(default=0.98, ge=0.5, le=1.0)
     """The int8 quality gate: the lowest cosine to fp32 on the probe set an int8 export may have."""
+    eviction_policy: Literal["lru", "fifo", "manual"] = "lru"
+    """Loaded model that goes first past a pool limit: lru, fifo (first loaded), manual (none: an error)."""
+    min_available_memory_mb: float | None = Field(default=None, gt=0, le=100_000_000)
+    """Unload loaded models (eviction_policy order) while the system's available memory is below this."""
 
     @model_validator(mode="before")
     @classmethod

@@ -3,8 +3,11 @@
 - lazy: nothing is loaded until :meth:`ModelPool.get` (or :meth:`ModelPool.preload`) asks;
 - single flight: two threads asking for the same key load it once, the second waits;
   different keys load concurrently;
-- LRU (a cachetools ``LRUCache``) under ``max_loaded_models`` and an optional memory limit,
-  each entry weighing its estimated bytes (:func:`estimate_bytes`);
+- eviction under ``max_loaded_models`` and an optional memory limit (entries weigh their
+  :func:`estimate_bytes`) by ``policy``: ``lru`` / ``fifo`` (cachetools ``LRUCache`` /
+  ``FIFOCache``), ``manual`` (nothing goes: past a limit :class:`~modelcache.errors.PoolFullError`);
+- memory pressure (``min_available_bytes``): below it, models go in policy order (never the one
+  just loaded; not under ``manual``), after each load and in the reaper;
 - idle unload: an entry unused for ``keep_alive_s`` is dropped by a daemon reaper thread
   (or by :meth:`ModelPool.unload_idle`, which tests call with an injected clock).
 
@@ -14,6 +17,7 @@ object, and the memory is freed when the last reference goes.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -23,13 +27,35 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachetools import Cache, LRUCache
+from cachetools import Cache, FIFOCache, LRUCache
 
 from modelcache import metrics
+from modelcache.errors import PoolFullError
 
 log = logging.getLogger("modelcache")
 
-__all__ = ["ModelPool", "estimate_bytes"]
+__all__ = ["POLICIES", "ModelPool", "available_memory_bytes", "estimate_bytes"]
+
+POLICIES = ("lru", "fifo", "manual")
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give without swapping (psutil's ``available``, else Linux's
+    ``MemAvailable``); None when neither can be read."""
+    try:
+        import psutil  # optional: not a dependency
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def estimate_bytes(encoder: Any) -> int:
@@ -74,28 +100,36 @@ class _Flight:
     error: BaseException | None = None
 
 
-class _BoundedLRU(LRUCache):
-    """An LRUCache bounded by weight (``maxsize``) *and* by entry count; reports evictions."""
+class _Bounded:
+    """A cachetools cache bounded by weight (``maxsize``) *and* by entry count; reports evictions."""
 
-    def __init__(self, maxsize: float, getsizeof: Callable[[Any], float], max_items: int,
+    def __init__(self, maxsize: float, getsizeof: Callable[[Any], float], max_items: float,
                  on_evict: Callable[[Hashable, Any], None]):
-        super().__init__(maxsize, getsizeof)
+        super().__init__(maxsize, getsizeof)  # type: ignore[call-arg]  # the cachetools base
         self.max_items = max_items
         self._on_evict = on_evict
 
     def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        while len(self) > self.max_items:
+        super().__setitem__(key, value)  # type: ignore[misc]
+        while len(self) > self.max_items:  # type: ignore[arg-type]
             self.popitem()
 
     def popitem(self):
-        key, value = super().popitem()
+        key, value = super().popitem()  # type: ignore[misc]
         self._on_evict(key, value)
         return key, value
 
     def peek(self, key):
-        """The value without touching the LRU order."""
-        return Cache.__getitem__(self, key)
+        """The value without touching the eviction order."""
+        return Cache.__getitem__(self, key)  # type: ignore[arg-type]
+
+
+class _BoundedLRU(_Bounded, LRUCache):
+    """Evicts the least recently used entry first."""
+
+
+class _BoundedFIFO(_Bounded, FIFOCache):
+    """Evicts the entry loaded first."""
 
 
 class ModelPool:
@@ -110,7 +144,13 @@ class ModelPool:
     def __init__(self, loader: Callable[[Hashable], Any] | None = None, *, max_loaded_models: int = 2,
                  max_memory_bytes: int | None = None, keep_alive_s: float | None = None,
                  sizeof: Callable[[Any], int] = estimate_bytes, clock: Callable[[], float] = time.monotonic,
-                 warm: Callable[[str], Any] | None = None, reaper: bool = True):
+                 warm: Callable[[str], Any] | None = None, reaper: bool = True, policy: str = "lru",
+                 min_available_bytes: int | None = None,
+                 available_memory: Callable[[], int | None] = available_memory_bytes):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if min_available_bytes is not None and min_available_bytes <= 0:
+            raise ValueError("min_available_bytes must be > 0 (or None: no memory-pressure eviction)")
         if max_loaded_models < 1:
             raise ValueError("max_loaded_models must be >= 1")
         if max_memory_bytes is not None and max_memory_bytes <= 0:
@@ -130,8 +170,13 @@ class ModelPool:
         self._flights: dict[Hashable, _Flight] = {}
         self._counters = {"hits": 0, "misses": 0, "loads": 0, "load_errors": 0, "evictions": 0,
                           "idle_unloads": 0, "unloads": 0, "load_seconds": 0.0}
-        limit = float(max_memory_bytes) if max_memory_bytes else math.inf
-        self._cache = _BoundedLRU(limit, lambda entry: entry.weight, max_loaded_models, self._evicted)
+        self.policy = policy
+        self.min_available_bytes = min_available_bytes
+        self._available = available_memory
+        limit = float(max_memory_bytes) if max_memory_bytes and policy != "manual" else math.inf
+        kind = _BoundedFIFO if policy == "fifo" else _BoundedLRU
+        self._cache = kind(limit, lambda entry: entry.weight, max_loaded_models if policy != "manual" else math.inf,
+                           self._evicted)
         self._reaper_stop: threading.Event | None = None
         self._closed = False
 
@@ -146,6 +191,9 @@ class ModelPool:
             flight = self._flights.get(key)
             leader = flight is None
             if leader:
+                if self.policy == "manual" and len(self._cache) + len(self._flights) >= self.max_loaded_models:
+                    raise PoolFullError(_label(key), f"{len(self._cache)} models are loaded (and {len(self._flights)} "
+                                        f"loading), embedding.max_loaded_models is {self.max_loaded_models}")
                 flight = self._flights[key] = _Flight()
                 self._counters["misses"] += 1
         assert flight is not None
@@ -172,8 +220,16 @@ class ModelPool:
         with self._lock:
             self._counters["loads"] += 1
             self._counters["load_seconds"] += seconds
-            self._store(key, value)
-            self._flights.pop(key, None)
+            try:
+                self._store(key, value)
+            except PoolFullError as exc:
+                flight.error = exc
+                raise
+            finally:
+                self._flights.pop(key, None)
+                if flight.error is not None:
+                    flight.done.set()
+        self.relieve_pressure(keep=key)
         flight.value = value
         flight.done.set()
         log.info("pool: loaded %s in %.2fs (%d loaded, %.1f MB)", _label(key), seconds,
@@ -192,6 +248,9 @@ class ModelPool:
             log.warning("pool: %s needs ~%.1f MB, over the %.1f MB memory limit; keeping it as the only "
                         "loaded model", _label(key), size / 1e6, self.max_memory_bytes / 1e6)
         limit = self.max_memory_bytes
+        if self.policy == "manual" and limit is not None and self._total_bytes() + size > limit:
+            raise PoolFullError(_label(key), f"it needs ~{size / 1e6:.1f} MB and {self._total_bytes() / 1e6:.1f} MB "
+                                f"of embedding.max_memory_mb {limit / 1e6:g} are loaded")
         # clamped to the limit: a model bigger than the limit evicts the others instead of raising
         weight = float(min(size, limit)) if limit else 1.0
         self._last_used[key] = self._clock()
@@ -203,11 +262,32 @@ class ModelPool:
 
     def _evicted(self, key: Hashable, value: Any, reason: str = "lru") -> None:
         """Bookkeeping for a dropped entry; ``lru`` is what a popitem() inside the LRU means."""
-        counter = {"lru": "evictions", "idle": "idle_unloads"}.get(reason, "unloads")
+        counter = {"lru": "evictions", "memory": "evictions", "idle": "idle_unloads"}.get(reason, "unloads")
         self._counters[counter] += 1
         self._last_used.pop(key, None)
         metrics.set_model_memory(_label(key), None)
         log.info("pool: unloaded %s (%s)", _label(key), reason)
+
+    def relieve_pressure(self, keep: Hashable | None = None) -> list[Hashable]:
+        """While the system's available memory is below ``min_available_bytes``, evict loaded models
+        in policy order (never ``keep``; nothing under ``manual``). Returns the evicted keys."""
+        if self.min_available_bytes is None:
+            return []
+        dropped: list[Hashable] = []
+        with self._lock:
+            while (available := self._available()) is not None and available < self.min_available_bytes:
+                order = list(self._cache.keys()) if self.policy == "fifo" else self._lru_keys()
+                victims = [k for k in order if k != keep]
+                if self.policy == "manual" or not victims:
+                    log.warning("pool: %.0f MB available, under embedding.min_available_memory_mb (%.0f); %s",
+                                available / 1e6, self.min_available_bytes / 1e6,
+                                "policy manual: nothing unloaded" if victims else "nothing left to unload")
+                    break
+                entry = self._cache.pop(victims[0])
+                self._evicted(victims[0], entry, "memory")
+                dropped.append(victims[0])
+                gc.collect()  # an unloaded model's memory comes back only once it is collected
+        return dropped
 
     # -- management -----------------------------------------------------------------------
     def preload(self, names: Iterable[str]) -> list[Any]:
@@ -267,18 +347,19 @@ class ModelPool:
                        "idle_s": round(now - self._last_used.get(k, now), 3)} for k in self._lru_keys()]
             return {"loaded": loaded, "count": len(loaded), "bytes": sum(e["bytes"] for e in loaded),
                     "max_loaded_models": self.max_loaded_models, "max_memory_bytes": self.max_memory_bytes,
-                    "keep_alive_s": self.keep_alive_s, "loading": len(self._flights),
+                    "keep_alive_s": self.keep_alive_s, "loading": len(self._flights), "policy": self.policy,
+                    "min_available_bytes": self.min_available_bytes,
                     **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in self._counters.items()}}
 
     # -- idle reaper ----------------------------------------------------------------------
     def _start_reaper(self) -> None:
-        if self.keep_alive_s is None or not self._use_reaper or self._closed:
+        if (self.keep_alive_s is None and self.min_available_bytes is None) or not self._use_reaper or self._closed:
             return
         with self._lock:
             if self._reaper_stop is not None:
                 return
             self._reaper_stop = stop = threading.Event()
-        interval = max(0.05, min(self.keep_alive_s / 4, 30.0))
+        interval = max(0.05, min(self.keep_alive_s / 4, 30.0)) if self.keep_alive_s else 5.0
         thread = threading.Thread(target=_reap, args=(weakref.ref(self), stop, interval),
                                   name="modelcache-pool-reaper", daemon=True)
         thread.start()
@@ -305,6 +386,7 @@ def _reap(pool_ref: weakref.ref, stop: threading.Event, interval: float) -> None
             return
         try:
             pool.unload_idle()
+            pool.relieve_pressure()
         except Exception:  # never let the reaper die silently mid-run
             log.exception("pool: idle unload failed")
         del pool
