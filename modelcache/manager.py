@@ -9,6 +9,7 @@ import hashlib
 import logging
 import math
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from modelcache import metrics
 from modelcache.backends.base import ModelDir
 from modelcache.backends.pool import ModelPool
+from modelcache.backends.preload import start_preload
 from modelcache.cache import fingerprint as fp
 from modelcache.cache import history
 from modelcache.cache import validation as vs
@@ -78,6 +80,7 @@ class ModelManager:
                               min_available_bytes=int(emb.min_available_memory_mb * 1e6)
                               if emb.min_available_memory_mb else None)
         self._validated: set[str] = set()  # repos verified by this process (validation_on_startup)
+        self.preloading: threading.Thread | None = None  # embedding.preload_models, with the first load
         metrics.apply_monitoring(self.settings, self.store, self.pool)  # monitoring.enabled: record metrics
 
     # -- lookup -------------------------------------------------------------------------
@@ -364,6 +367,8 @@ class ModelManager:
         if local.spec.dims is not None and encoder.dims != local.spec.dims:
             raise IntegrityError(local.spec.name, "dims (registry vs model)", local.spec.dims, encoder.dims,
                                  hint="Fix the spec's dims, or use the model it describes.")
+        if self.preloading is None and self.settings.embedding.preload_models:
+            self.preloading = start_preload(self.pool, self.settings.embedding.preload_models)
         return encoder
 
     # -- housekeeping -------------------------------------------------------------------

@@ -206,6 +206,8 @@ class EmbeddingSection(_Section):
     """Loaded model that goes first past a pool limit: lru, fifo (first loaded), manual (none: an error)."""
     min_available_memory_mb: float | None = Field(default=None, gt=0, le=100_000_000)
     """Unload loaded models (eviction_policy order) while the system's available memory is below this."""
+    preload_models: list[str] = Field(default_factory=list, max_length=64)
+    """Models loaded (in the background) when the service starts, i.e. with the first model loaded."""
 
     @model_validator(mode="before")
     @classmethod

@@ -32,3 +32,25 @@ def test_fifo_and_memory_pressure_from_settings(hub: LocalHub) -> None:
     pressed.load(tiny())
     pressed.load(tiny(repo_id=PICKLE_REPO, name="other"))
     assert len(pressed.pool) == 1 and pressed.pool.stats()["min_available_bytes"] == int(1e14)
+
+
+def test_preload_models_are_loaded_when_the_service_starts(hub: LocalHub) -> None:
+    from modelcache.serving.service import EmbeddingService
+    from tests.reliability import settings
+    from tests.support.hub import TINY_REPO
+
+    config = settings([hub.endpoint], {"model": TINY_REPO,
+                                       "embedding": {"preload_models": [PICKLE_REPO, "not-org/not-there"]}})
+    service = EmbeddingService(config, background_recovery=False)
+    assert service.manager.preloading is None and len(service.manager.pool) == 0  # nothing before the start
+    vectors, _ = service.encode(["hello"])
+    assert vectors.shape == (1, 32)
+    thread = service.manager.preloading
+    assert thread is not None
+    thread.join(120)
+    assert not thread.is_alive()
+    loaded = {key[0] for key in service.manager.pool.keys()}
+    assert loaded == {TINY_REPO, PICKLE_REPO}  # the one that does not exist is logged and skipped
+    before = service.manager.pool.stats()["loads"]
+    service.manager.load(PICKLE_REPO)  # its first use: already loaded
+    assert service.manager.pool.stats()["loads"] == before
