@@ -110,18 +110,18 @@ class _Bounded:
         self._on_evict = on_evict
 
     def __setitem__(self, key, value):
-        super().__setitem__(key, value)  # type: ignore[misc]
-        while len(self) > self.max_items:  # type: ignore[arg-type]
+        super().__setitem__(key, value)
+        while len(self) > self.max_items:
             self.popitem()
 
     def popitem(self):
-        key, value = super().popitem()  # type: ignore[misc]
+        key, value = super().popitem()
         self._on_evict(key, value)
         return key, value
 
     def peek(self, key):
         """The value without touching the eviction order."""
-        return Cache.__getitem__(self, key)  # type: ignore[arg-type]
+        return Cache.__getitem__(self, key)
 
 
 class _BoundedLRU(_Bounded, LRUCache):
