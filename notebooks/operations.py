@@ -176,7 +176,7 @@ mc("verify", MODEL, cache=CACHE_B, env=OFFLINE)
 #
 # `prune` removes partial downloads and quarantined files and enforces the budget
 # (`model_cache.max_size_gb`, `max_models`, policy `lru` / `fifo` / `manual`); pinned models are
-# never evicted. `--dry-run` only says what would go. Here: the quarantined file from above, and,
+# never evicted. Without `--yes` it only says what would go. Here: the quarantined file from above, and,
 # under a 50 MB budget, the model itself, until it is pinned.
 
 # %% tags=["prune"]
@@ -184,7 +184,7 @@ mc("prune", "--dry-run", cache=CACHE_B)
 mc("prune", "--dry-run", "--max-size-gb", "0.05", cache=CACHE_B)
 mc("pin", MODEL, cache=CACHE_B)
 mc("prune", "--dry-run", "--max-size-gb", "0.05", cache=CACHE_B)
-mc("prune", cache=CACHE_B)  # for real: the quarantined copy goes, the model stays
+mc("prune", "--yes", cache=CACHE_B)  # for real: the quarantined copy goes, the model stays
 
 
 # %% [markdown]
