@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,8 +32,9 @@ def load_encoder(local: ModelDir, settings: Settings, backend: str | None = None
                  precision: str | None = None, fingerprint: str | None = None):
     """An encoder for a model on disk: ``backend`` torch | onnx | auto (default: the settings').
 
-    ``auto`` runs ONNX when onnxruntime + tokenizers are installed and an ONNX file is there or
-    can be exported, and torch otherwise (or when the ONNX load fails, with a warning).
+    ``auto`` runs torch on a GPU when there is one (:func:`gpu_requested`), else ONNX Runtime when
+    onnxruntime + tokenizers are installed and an ONNX file is there or can be exported, and torch
+    otherwise (or when the ONNX load fails, with a warning).
     ``precision``: ``fp32``; ``int8`` (ONNX, quality-gated); ``bf16`` (torch autocast, where the
     hardware has it). Each gives its own fingerprint (``-int8``, ``-bf16``).
     """
@@ -47,6 +49,8 @@ def load_encoder(local: ModelDir, settings: Settings, backend: str | None = None
             raise ValueError("precision 'bf16' runs on the torch backend (ONNX Runtime's CPU provider has no "
                              "bf16 kernels): use backend 'torch' or 'auto'")
         backend = "torch"
+    if backend == "auto" and gpu_requested(settings.embedding.device):
+        backend = "torch"  # ONNX Runtime runs here on the CPU provider: a GPU is torch's
     if backend == "auto":
         exportable = has_onnx(path, fingerprint, export_roots(settings), precision) or onnx_export.export_possible()
         if onnx_available() and exportable:
@@ -74,6 +78,19 @@ def load_encoder(local: ModelDir, settings: Settings, backend: str | None = None
                                       document_prompt=spec.document_prompt, normalize=spec.normalize,
                                       batch_size=settings.embedding.batch_size,
                                       max_seq_length=spec.max_seq_length, precision=precision)
+
+
+def gpu_requested(device: str) -> bool:
+    """Should ``auto`` run on a GPU? ``cuda``/``mps`` asked for, or ``auto`` on a machine with an NVIDIA
+    device (checked without importing torch: /dev/nvidia*, unless CUDA_VISIBLE_DEVICES hides them)."""
+    import glob
+    import os
+
+    if device.startswith(("cuda", "mps")):
+        return True
+    if device != "auto" or os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*")) and importlib.util.find_spec("torch") is not None
 
 
 def _onnx(local: ModelDir, settings: Settings, fingerprint: str, precision: str) -> OnnxEncoder:

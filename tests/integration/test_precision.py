@@ -89,3 +89,12 @@ def test_peer_precision_maps_to_ours_and_output_quantisation_is_refused():
     assert translate_langchain({"encode_kwargs": {"precision": "float32"}})["precision"] == "fp32"
     with pytest.raises(ValueError, match="another embedding space"):
         translate_langchain({"encode_kwargs": {"precision": "ubinary"}})
+
+
+def test_auto_goes_to_torch_for_a_gpu_and_stays_on_onnx_on_this_cpu(monkeypatch):
+    from modelcache.backends.factory import gpu_requested
+
+    assert gpu_requested("cuda") and gpu_requested("cuda:1") and gpu_requested("mps")
+    assert not gpu_requested("cpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not gpu_requested("auto")  # GPUs hidden: the CPU path (ONNX)
