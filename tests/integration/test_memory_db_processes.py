@@ -83,9 +83,16 @@ def test_kill_minus_nine_30_times_loses_nothing_acknowledged(tmp_path: Path, bac
     rng = random.Random(1234)
     kills = 0
     for round_ in range(30):
-        procs = [subprocess.Popen([sys.executable, str(script), backend.target, str(tmp_path), f"r{round_}w{n}",
-                                   "100000"]) for n in range(2)]
-        time.sleep(0.35 + rng.random() * 0.4)  # import + open take ~0.1-0.3 s: kill at any point after
+        names = [f"r{round_}w{n}" for n in range(2)]
+        procs = [subprocess.Popen([sys.executable, str(script), backend.target, str(tmp_path), name, "100000"])
+                 for name in names]
+        # import + open take 0.1-0.3 s idle, seconds on a loaded machine: wait for each writer's first
+        # acknowledgement, then kill at a random moment of its writing
+        logs = [tmp_path / f"ack-{name}.log" for name in names]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(log.exists() and log.stat().st_size for log in logs):
+            time.sleep(0.01)
+        time.sleep(rng.random() * 0.4)
         for p in procs:
             os.kill(p.pid, signal.SIGKILL)
             p.wait(timeout=30)
