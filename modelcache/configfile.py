@@ -51,6 +51,8 @@ Seconds = Annotated[float, BeforeValidator(parse_duration)]
 IntSeconds = Annotated[int, BeforeValidator(parse_duration)]
 #: a duration in milliseconds: a number of ms, or "5ms" / "1s"
 Millis = Annotated[float, BeforeValidator(lambda v: parse_duration(v, 0.001))]
+#: a duration in days: a number of days, or "30d" / "2w" / "12h"
+Days = Annotated[float, BeforeValidator(lambda v: parse_duration(v, 86_400))]
 
 
 class _BoundedLoader(yaml.SafeLoader):

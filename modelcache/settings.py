@@ -36,6 +36,7 @@ from modelcache.configfile import (  # noqa: F401 - re-exported: the config file
     MAX_CONFIG_BYTES,
     MAX_CONFIG_DEPTH,
     MAX_CONFIG_NODES,
+    Days,
     IntSeconds,
     Millis,
     Seconds,
@@ -78,7 +79,7 @@ class ModelCacheSection(_Section):
     """None: detect (a cache we cannot write to is used read-only)."""
     lockfile: Path | None = None
     """Pins file (commit + sha256 per file). None: inside the cache's .locks/modelcache."""
-    max_idle_days: float | None = Field(default=None, gt=0, le=36_500)
+    max_idle_days: Days | None = Field(default=None, gt=0, le=36_500)
     """Remove models unused this many days (last access; never pinned ones) on pulls and `prune`."""
     evict_on_disk_full: bool = False
     """A pull short of disk evicts least recently used unpinned models and retries (else DiskSpaceError)."""
@@ -229,7 +230,7 @@ class RemoteSection(_Section):
     api: Literal["openai", "tei"] = "openai"
     token: SecretStr | None = None
     """Sent as ``Authorization: Bearer`` to this URL only (the Hub token never goes there)."""
-    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    timeout_s: Seconds = Field(default=10.0, gt=0, le=600)
     batch_size: int = Field(default=32, ge=1, le=4096)
 
     @field_validator("url")

@@ -52,6 +52,13 @@ def test_a_bad_duration_names_the_key_and_the_forms(bad: str) -> None:
     assert "'24h'" in str(info.value) or "greater than" in str(info.value)
 
 
+def test_idle_days_and_remote_timeouts_take_durations_too() -> None:
+    s = load_settings({"model_cache": {"max_idle_days": "2w"},
+                       "remote": [{"url": "http://127.0.0.1:9/v1", "model": "m", "timeout_s": "90s"}]})
+    assert s.model_cache.max_idle_days == 14 and s.remote[0].timeout_s == 90
+    assert load_settings({"model_cache": {"max_idle_days": "12h"}}).model_cache.max_idle_days == 0.5
+
+
 def test_duration_limits_still_apply() -> None:
     with pytest.raises(ConfigError, match="less than or equal to 3600"):
         load_settings({"download": {"backoff_max": "2h"}})
