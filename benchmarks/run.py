@@ -352,15 +352,19 @@ def p5(table: Table, mgr) -> None:
 def p7(table: Table, torch_enc, int8_enc, fp32_onnx, pairs: list[tuple[str, str]]) -> None:
     queries = [q for q, _ in pairs]
     docs = [d for _, d in pairs]
-    sample = docs[:32]
+    # what a user runs: one embed_documents call over the whole batch, the three alternated, best of 3
+    sample = docs[:128]
     for enc in (torch_enc, int8_enc, fp32_onnx):
         enc.encode(sample[:8])  # warm-up
-    blocks = [sample[i:i + 8] for i in range(0, len(sample), 8)]
-    torch_s, int8_s = paired(lambda b: torch_enc.encode(b, "document"), lambda b: int8_enc.encode(b, "document"),
-                             blocks, 2)
+    best = {"torch": float("inf"), "int8": float("inf"), "fp32": float("inf")}
+    for _ in range(3):
+        for name, enc in (("torch", torch_enc), ("int8", int8_enc), ("fp32", fp32_onnx)):
+            t0 = time.perf_counter()
+            enc.encode(sample, "document")
+            best[name] = min(best[name], time.perf_counter() - t0)
+    torch_s, int8_s, fp32_t = best["torch"], best["int8"], best["fp32"]
     speed = torch_s / int8_s
-    fp32_t = best_of(lambda: fp32_onnx.encode(sample, "document"), 1)
-    n = 2 * len(sample)
+    n = len(sample)
 
     def recall(enc) -> tuple[float, np.ndarray]:
         d = enc.encode(docs, "document")
@@ -372,8 +376,8 @@ def p7(table: Table, torch_enc, int8_enc, fp32_onnx, pairs: list[tuple[str, str]
     r8, top8 = recall(int8_enc)
     overlap = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top32, top8)]))
     rr = r8 / r32 if r32 else 0.0
-    table.add("P7", f"ONNX int8 / torch fp32 throughput ({len(sample)} package descriptions x 2, <= 256 tokens, "
-              f"calls of 8 alternated); "
+    table.add("P7", f"ONNX int8 / torch fp32 throughput ({len(sample)} package descriptions, <= 256 tokens, "
+              f"one call each, alternated, best of 3); "
               f"recall@5 int8 / fp32 ({len(pairs)} package summaries -> descriptions)",
               f"{speed:.2f}x ({n / int8_s:.1f} vs {n / torch_s:.1f} docs/s; "
               f"ONNX fp32 {len(sample) / fp32_t:.1f} docs/s); recall {rr:.3f} ({r8:.3f} vs {r32:.3f}, "
