@@ -79,3 +79,21 @@ def test_doctor_on_a_bad_cache_changes_nothing_until_repair(hub: LocalHub, tmp_p
     integrity = next(c for c in report["checks"] if c["name"] == f"integrity:{TINY_REPO}")
     assert integrity["data"]["quarantined"]  # now the bad file is moved aside
     assert list((cache / "models--tiny-org--tiny-st" / "quarantine").iterdir())
+
+
+def test_doctor_says_when_the_dimension_check_empties_the_chain(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spec's prod chain: 768-d mpnet falling back to 384-d MiniLM and the bundled MiniLM."""
+    monkeypatch.setenv("MODELCACHE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MODELCACHE_OFFLINE", "1")
+    (tmp_path / "c.yaml").write_text("model: all-mpnet-base-v2\nfallback: {models: [all-MiniLM-L6-v2, bundled-mini]}\n")
+    monkeypatch.setenv("MODELCACHE_CONFIG", str(tmp_path / "c.yaml"))
+    report = doctor("--no-network", "--no-load")
+    check = next(c for c in report["checks"] if c["name"] == "fallback")
+    assert check["status"] == "degraded" and report["exit_code"] == 2
+    for text in ("all-MiniLM-L6-v2 (384 dims)", "bundled-mini (384 dims)", "keyword mode", "allow_dimension_mismatch"):
+        assert text in check["detail"]
+    (tmp_path / "c.yaml").write_text("model: all-mpnet-base-v2\nfallback: {models: [all-MiniLM-L6-v2],\n"
+                                     "  allow_dimension_mismatch: true}\n")
+    check = next(c for c in doctor("--no-network", "--no-load")["checks"] if c["name"] == "fallback")
+    assert check["status"] == "ok"
