@@ -58,9 +58,9 @@ def check_model_files(name: str, files: dict[str, Path], workdir: Path) -> None:
         if not isinstance(config, dict):
             raise IntegrityError("config.json", "config", detail="not a JSON object", hint=hint_for(name))
         if config.get("auto_map"):
-            raise UnsafeFileError(f"{name}: config.json has auto_map (model code shipped in the repo)",
-                                  "modelcache never runs code from a model repo; use a model transformers "
-                                  "supports natively. No weights were downloaded.")
+            raise UnsafeFileError(f"{name}: config.json has auto_map: the model needs remote code (shipped in "
+                                  "the repo)", "modelcache never runs code from a model repo; use a model "
+                                  "transformers supports natively. No weights were downloaded.")
         if not isinstance(config.get("model_type"), str) or not config["model_type"]:
             raise IntegrityError("config.json", "config (model_type)", detail="names no model_type, so no "
                                  "architecture can load it", hint=hint_for(name))

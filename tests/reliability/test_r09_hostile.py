@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import tarfile
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
@@ -229,12 +230,12 @@ def test_repo_asking_for_remote_code_is_refused_at_load(hub, hostile_repos, back
     mgr = manager([hub.endpoint], {"embedding": {"backend": backend}})
     spec = tiny(repo_id=REMOTE_CODE_REPO, name="remote-code")
     with pytest.raises(UnsafeFileError) as err:
-        mgr.pull(spec)  # the files verify; the functional check (a load) refuses the model
+        mgr.pull(spec)  # the configs are checked before the weights move (progressive pull): refused there
     assert "auto_map" in str(err.value) and "remote code" in str(err.value)
     with pytest.raises(UnsafeFileError):
         mgr.load(spec)
-    snapshot = mgr.puller.cached(spec).snapshot
-    assert not list(snapshot.rglob("*.py"))  # code files are never even fetched
+    assert mgr.puller.cached(spec) is None  # nothing published, nothing locked
+    assert not list(mgr.store.repo_dir(REMOTE_CODE_REPO).rglob("*.py"))  # code files are never even fetched
     assert not hostile_repos["marker"].exists()
 
 
@@ -268,14 +269,23 @@ def test_oversized_body_is_refused_and_never_reaches_snapshots(hub, proxy, recor
 # -- hostile bundles ----------------------------------------------------------------------------
 @pytest.mark.scenario("R9")
 def test_bundle_carrying_remote_code_installs_verified_files_but_never_runs_them(hub, hostile_repos, tmp_path,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, tiny_model_dir):
     pytest.importorskip("modelcache.ops.bundle")
     from modelcache.ops.bundle import export_bundle, import_bundle
 
     spec = tiny(repo_id=REMOTE_CODE_REPO, name="remote-code")
     source = manager([hub.endpoint])
     with pytest.raises(UnsafeFileError):
-        source.pull(spec)
+        source.pull(spec)  # refused before the weights move: a pull leaves nothing to export
+    # the same files copied in from a directory: installed verified, the functional check refuses to run them
+    local = tmp_path / "remote-code-files"
+    shutil.copytree(tiny_model_dir, local)
+    config = json.loads((local / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel", "AutoConfig": "modeling_evil.EvilConfig"}
+    (local / "config.json").write_text(json.dumps(config))
+    (local / "modeling_evil.py").write_text(f"open({str(hostile_repos['marker'])!r}, 'w').write('ran')\n")
+    with pytest.raises(UnsafeFileError):
+        source.install(spec, local)
     bundle = tmp_path / "remote-code.tar.gz"
     export_bundle(source, spec, bundle)
     with tarfile.open(bundle) as tar:
