@@ -304,7 +304,7 @@ class ModelManager:
             note = ('no backend extra installed (modelcache[torch] or modelcache[onnx]): the functional '
                     '"Hello world" check runs at first load')
             log.info("%s@%s: %s", spec.name, commit[:12], note)
-            self.store.update_meta(spec.repo_id, functional={commit: {"deferred": note, "at": time.time()}})
+            self.store.update_meta(spec.repo_id, functional={commit: {"deferred": note, "at": iso_now()}})
             return
         try:
             try:
@@ -321,14 +321,14 @@ class ModelManager:
             # no lock entry may claim a model that cannot load: drop it, keep the files for a look
             self.lockfile.remove(spec.repo_id, commit=commit)
             reason = exc.reason if isinstance(exc, IntegrityError) else f"{type(exc).__name__}: {exc}"
-            self.store.update_meta(spec.repo_id, functional={commit: {"failed": reason[:500], "at": time.time()}})
+            self.store.update_meta(spec.repo_id, functional={commit: {"failed": reason[:500], "at": iso_now()}})
             if isinstance(exc, (IntegrityError, UnsafeFileError, BackendUnavailableError)):
                 raise  # already says what is wrong and what to do
             raise IntegrityError(spec.name, "functional (load and embed 'Hello world')", detail=reason[:500],
                                  hint=f"Nothing was locked: the files stay in the cache unlocked; fix or replace "
                                       f"the model, then `modelcache pull {spec.name}` again (or `modelcache rm "
                                       f"{spec.name}`).") from None
-        self.store.update_meta(spec.repo_id, functional={commit: result | {"at": time.time()}})
+        self.store.update_meta(spec.repo_id, functional={commit: result | {"at": iso_now()}})
 
     # -- loading ------------------------------------------------------------------------
     def fingerprint(self, spec: ModelSpec, path: Path, dims: int | None = None) -> str:

@@ -8,12 +8,11 @@ re-embedded. Disk only; :mod:`modelcache.ops.outdated` finds what could move.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from modelcache.cache.lockfile import Lockfile
-from modelcache.cache.store import CacheStore
+from modelcache.cache.store import CacheStore, iso_now
 from modelcache.registry import ModelSpec
 
 log = logging.getLogger("modelcache")
@@ -42,7 +41,7 @@ def record_upgrade(store: CacheStore, spec: ModelSpec, before: dict | None, comm
     fingerprint to the repo metadata's ``previous_fingerprints``. Returns the record or None."""
     if before is None or commit is None or dry_run or commit == before["commit"]:
         return None
-    record = before | {"replaced_by": commit, "replaced_at": time.time()}
+    record = before | {"replaced_by": commit, "replaced_at": iso_now()}
     history = list(store.read_meta(spec.repo_id).get("previous_fingerprints", []))
     history.append(record)
     store.update_meta(spec.repo_id, previous_fingerprints=history)
