@@ -146,3 +146,24 @@ def test_monitoring_off_records_nothing(proxy: FaultProxy, tmp_path: Path) -> No
     assert metrics.active() is None
     assert json.dumps(load_settings({}).monitoring.model_dump()) == (
         '{"enabled": false, "metrics_port": null, "metrics_host": "127.0.0.1"}')
+
+
+def test_a_resumed_get_asks_for_identity_even_with_compression_on(hub, proxy: FaultProxy, tmp_path: Path) -> None:
+    """A Range counts bytes of the file itself: a resumed GET never accepts an encoded body."""
+    from modelcache.hub.transfer import fetch_to_part
+
+    repo = hub.repos[TINY_REPO]
+    commit = repo.resolve("main")
+    info = repo.files_at(commit)["config.json"]
+    whole = manager(tmp_path, proxy)
+    whole.pull(TINY_REPO)
+    data = (whole.store.snapshot_dir(TINY_REPO, commit) / "config.json").read_bytes()
+    part = tmp_path / "config.json.part"
+    part.write_bytes(data[:10])
+    proxy.reset()
+    fetch_to_part(TINY_REPO, "config.json", commit, part, endpoint=proxy.endpoint, token=False,
+                  expected_size=info.size, timeout=10, compression=True, chunk_size=4096)
+    assert part.read_bytes() == data
+    sent = [(header(h, "Range"), header(h, "Accept-Encoding")) for h in proxy.headers]
+    assert sent and all(enc == "identity" for rng, enc in sent if rng), sent
+    assert any(rng == "bytes=10-" for rng, _ in sent), sent
