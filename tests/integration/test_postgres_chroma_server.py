@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from langchain_modelcache import ManagedEmbeddings, ManagedVectorStore
+from modelcache.memory.postgres import PostgresMemoryDB
 from tests.support.memories import MEMORIES, SEMANTIC
 
 chromadb = pytest.importorskip("chromadb")
@@ -116,6 +117,14 @@ def test_chroma_server_and_postgres_memory_through_restarts_and_an_outage(
         stored = other.inner_store._collection.get(include=["metadatas"])["metadatas"]
         assert sorted(m["memory_id"] for m in stored) == sorted([*MEMORIES, "bike"])
         check_answers(other)
+        # 5. one sync per store across processes and hosts: the store's advisory lock, held by another session
+        holder = PostgresMemoryDB(url).sync_lock(other.store_key)
+        holder.acquire(timeout=0)
+        try:
+            assert other.engine.sync(wait=False).skipped == "another process is syncing"
+        finally:
+            holder.release()
+        assert other.engine.sync(wait=False).skipped is None
     finally:
         other.close()
 
