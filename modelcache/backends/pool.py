@@ -222,16 +222,16 @@ class ModelPool:
             self._counters["load_seconds"] += seconds
             try:
                 self._store(key, value)
-            except PoolFullError as exc:
+            except BaseException as exc:  # PoolFullError (manual policy): the waiters get it too
                 flight.error = exc
                 raise
             finally:
                 self._flights.pop(key, None)
                 if flight.error is not None:
                     flight.done.set()
-        self.relieve_pressure(keep=key)
         flight.value = value
         flight.done.set()
+        self.relieve_pressure(keep=key)
         log.info("pool: loaded %s in %.2fs (%d loaded, %.1f MB)", _label(key), seconds,
                  len(self._cache), self._total_bytes() / 1e6)
         self._start_reaper()

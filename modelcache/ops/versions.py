@@ -223,6 +223,9 @@ def remove_revision(mgr: ModelManager, model: str | ModelSpec, rev: str) -> dict
             if ref.is_file() and ref.read_text().strip() == commit:
                 ref.unlink()
         mgr.lockfile.remove(spec.repo_id, commit=commit)
+        meta = store.read_meta(spec.repo_id)
+        store.update_meta(spec.repo_id, **{k: {c: v for c, v in meta[k].items() if c != commit}
+                                           for k in ("verified", "functional") if isinstance(meta.get(k), dict)})
     return {"model": spec.name, "repo_id": spec.repo_id, "removed": commit, "freed": freed}
 
 

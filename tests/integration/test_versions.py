@@ -113,6 +113,7 @@ def test_upgrade_check_compares_without_switching_then_upgrade_rollback_and_rm_r
     assert removed["freed"] == 0  # third shares every weight blob with second
     removed = run("rm", name, "--revision", second)
     assert removed["removed"] == second and removed["freed"] > 0 and not (snapshots / second).exists()
+    assert second not in run("info", name)["meta"].get("functional", {})  # its records go with it
     assert run("verify", name)["ok"] and run("info", name)["commit"] == first
     out = run("rollback", name, "--to", second, code=1)
     assert "not in the cache" in out["message"]
