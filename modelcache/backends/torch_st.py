@@ -115,9 +115,9 @@ class SentenceTransformerEncoder:
             import torch
 
             with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16):
-                vectors = self.model.encode(inputs, batch_size=self.batch_size, convert_to_tensor=True,
-                                            normalize_embeddings=self.normalize, show_progress_bar=False)
-            vectors = vectors.float().cpu().numpy()
+                tensor = self.model.encode(inputs, batch_size=self.batch_size, convert_to_tensor=True,
+                                           normalize_embeddings=self.normalize, show_progress_bar=False)
+            vectors = tensor.float().cpu().numpy()
         else:
             vectors = self.model.encode(inputs, batch_size=self.batch_size, convert_to_numpy=True,
                                         normalize_embeddings=self.normalize, show_progress_bar=False)
