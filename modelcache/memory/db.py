@@ -206,10 +206,7 @@ class SQLiteMemoryDB:
         now = time.time()
         rows = []
         for m in memories:
-            try:
-                meta = json.dumps(m.metadata or {}, ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"memory {m.id!r}: metadata must be JSON-serialisable ({exc})") from None
+            meta = metadata_json(m)
             rows.append((m.id, m.text, meta, m.ref_doc_id, m.created_at or now, now))
         with self._write() as conn:
             for id_, text, meta, ref, created, updated in rows:
@@ -359,6 +356,14 @@ class SQLiteMemoryDB:
 
     def __repr__(self) -> str:
         return f"SQLiteMemoryDB({str(self.dir)!r})"
+
+
+def metadata_json(m: Memory) -> str:
+    """A memory's metadata as stored (JSON; a value JSON cannot hold is refused, naming the memory)."""
+    try:
+        return json.dumps(m.metadata or {}, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"memory {m.id!r}: metadata must be JSON-serialisable ({exc})") from None
 
 
 def _memory(row: Sequence[Any]) -> Memory:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from filelock import Timeout
 
 from modelcache.errors import BackendUnavailableError, MemoryDatabaseError
-from modelcache.memory.db import COMMON_TERM_SHARE, Memory
+from modelcache.memory.db import COMMON_TERM_SHARE, Memory, metadata_json
 from modelcache.memory.fts import query_tokens
 from modelcache.origins import redact_text, redact_url
 
@@ -206,10 +206,7 @@ class PostgresMemoryDB:
         now = time.time()
         rows = []
         for m in memories:
-            try:
-                meta = json.dumps(m.metadata or {}, ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"memory {m.id!r}: metadata must be JSON-serialisable ({exc})") from None
+            meta = metadata_json(m)
             for name, value in (("id", m.id), ("text", m.text), ("ref_doc_id", m.ref_doc_id)):
                 if value is not None and "\x00" in value:
                     raise ValueError(f"memory {m.id!r}: PostgreSQL cannot store the NUL character (\\x00) in its "
