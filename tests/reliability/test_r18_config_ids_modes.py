@@ -208,7 +208,7 @@ def test_permission_denied_is_a_clean_error_for_an_unprivileged_user(tiny_model_
     verified = _as_nobody(["verify", str(source), "--json"], env)
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"], verified.stdout + verified.stderr
     for args in (["rm", local.spec.repo_id], ["install", str(source), "--from", str(source), "--force"],
-                 ["prune"], ["pin", local.spec.repo_id]):
+                 ["prune", "--yes"], ["pin", local.spec.repo_id]):
         out = _as_nobody(args, env)
         assert out.returncode != 0, (args, out.stdout)
         assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, (args, out.stderr)
