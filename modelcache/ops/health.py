@@ -91,14 +91,16 @@ def check_budget(mgr: ModelManager) -> Check:
     from modelcache.cache.budget import plan
 
     mc = mgr.settings.model_cache
-    if mc.max_size_gb is None and mc.max_models is None:
+    if mc.max_size_gb is None and mc.max_models is None and mc.max_idle_days is None:
         return Check("budget", OK, "no budget set")
     p = plan(mgr, housekeeping=False)
     data = {"size": p.size_before, "max_bytes": p.max_bytes, "models": p.models_before, "max_models": p.max_models}
-    if p.over_budget or p.evict:
-        return Check("budget", DEGRADED, "over budget; run `modelcache prune`"
+    idle = [e["repo_id"] for e in p.evict if str(e.get("reason", "")).startswith("unused")]
+    if p.over_budget or len(idle) < len(p.evict):
+        return Check("budget", DEGRADED, "over budget; run `modelcache prune --yes`"
                      + (f" ({p.reason})" if p.reason else ""), data)
-    return Check("budget", OK, f"{p.size_before / 1e6:.1f} MB, {p.models_before} models within budget", data)
+    note = f"; {len(idle)} unused past max_idle_days (`modelcache prune --yes` removes them)" if idle else ""
+    return Check("budget", OK, f"{p.size_before / 1e6:.1f} MB, {p.models_before} models within budget{note}", data)
 
 
 # -- the fallback chain -------------------------------------------------------------------

@@ -65,6 +65,11 @@ def test_prune_shows_then_removes_models_unused_past_max_idle_days(
 
     # the setting, then --yes: the idle unpinned model goes; the pinned one and the recent one stay
     write_config(tmp_path, monkeypatch, "model_cache: {max_idle_days: 7}\n")
+    from modelcache.ops.cli.common import _manager
+    from modelcache.ops.health import check_budget
+
+    budget = check_budget(_manager())  # an unused model is no health problem: shown, not degraded
+    assert budget.status == "ok" and "1 unused past max_idle_days" in budget.detail
     done = run("prune", "--yes")
     assert done["applied"]["evicted"] == [idle.repo_id]
     assert repo_dirs(cache) == sorted(folder(r) for r in (TINY_REPO, pinned_idle.repo_id))
