@@ -60,7 +60,8 @@ class InfinityServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> InfinityServer:
-        """Start the server and wait until ``/health`` answers (not under the /v1 prefix); raise with its log if it does not."""
+        """Start the server and wait until ``/health`` answers (not under the /v1 prefix); raise with its
+        log if it does not."""
         env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
         env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
                 "INFINITY_ANONYMOUS_USAGE_STATS": "0", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
