@@ -13,6 +13,7 @@ right, in the same embedding space, and neither service touches the Hub or write
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -226,6 +227,14 @@ def test_the_fleet_runs_offline_read_only_and_survives_the_embedding_server(
                       "MODELCACHE_ENDPOINTS": proxy.endpoint, "HF_ENDPOINT": proxy.endpoint,
                       "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         env = {k: v for k, v in os.environ.items() if k != "HF_HUB_CACHE"} | agent_env
+        # what the services run with (the pin alone keeps a cached model off the network: the settings say why)
+        shown = subprocess.run([sys.executable, "-m", "modelcache", "config", "show", "--json"], env=env,
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        effective = json.loads(shown.stdout)
+        assert effective["offline"] is True and effective["model_cache"]["read_only"] is True
+        assert effective["model_cache"]["directory"] == str(shared) and effective["fallback"]["bundled"] is False
+        assert [r["url"] for r in effective["remote"]] == [embedder.url]
         before_services = cache_state(shared)
         hub_requests = proxy.count()
         agents = [Agent(f"agent-{i}", services["agent"]["command"], env, tmp_path)
