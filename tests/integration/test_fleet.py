@@ -18,8 +18,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -184,6 +185,51 @@ class Agent:
                 self.proc.wait(timeout=10)
 
 
+class Queriers:
+    """One thread per agent asking the SEMANTIC queries in turn until the block ends; every answer kept."""
+
+    def __init__(self, agents: list[Agent]) -> None:
+        self.agents, self.stop = agents, threading.Event()
+        self.answers: list[tuple[str, str, str | None, str | None, str, str]] = []  # agent, query, id, how, fp, tier
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._ask, args=(a,), daemon=True) for a in agents]
+
+    def _ask(self, agent: Agent) -> None:
+        with httpx.Client(base_url=str(agent.http.base_url), timeout=60) as http:
+            step = 0
+            while not self.stop.is_set():
+                query = list(SEMANTIC)[step % len(SEMANTIC)]
+                step += 1
+                try:
+                    resp = http.get("/search", params={"q": query, "k": 3})
+                    found = resp.json()
+                    top = found["hits"][0] if found["hits"] else {}
+                    self.answers.append((agent.name, query, top.get("id"), top.get("how"), found["fingerprint"],
+                                         found["tier"]))
+                except (httpx.HTTPError, ValueError, KeyError) as exc:  # kept: no answer may fail
+                    self.errors.append(f"{agent.name} {query}: {exc!r}")
+
+    def wait(self, tier_ok: Callable[[str], bool], count: int = 3, timeout: float = 120.0) -> None:
+        """Until every agent has answered ``count`` more queries from a tier that ``tier_ok`` accepts."""
+        first, deadline = len(self.answers), time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.errors:
+            recent = self.answers[first:]
+            if all(sum(1 for x in recent if x[0] == a.name and tier_ok(x[5])) >= count for a in self.agents):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"not {count} answers per agent within {timeout:g} s: {self.errors[:3]}")
+
+    def __enter__(self) -> Queriers:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(90)
+
+
 @pytest.fixture
 def chroma(tmp_path: Path) -> Iterator[ChromaServer]:
     with ChromaServer(tmp_path / "chroma-data") as server:
@@ -218,7 +264,9 @@ def test_the_fleet_runs_offline_read_only_and_survives_the_embedding_server(
     try:
         # 3. N agents: the compose environment, hosts and paths substituted; endpoints at the counting proxy,
         # so that a request to the Hub would show
-        config = dict(fleet_config, remote=[dict(fleet_config["remote"][0], url=embedder.url, token=embedder.token)])
+        # (timeout_s generous for a loaded 2-core machine; the kill is a refused connection, not a timeout)
+        config = dict(fleet_config, remote=[dict(fleet_config["remote"][0], url=embedder.url, token=embedder.token,
+                                                 timeout_s="60s")])
         config["model_cache"] = dict(config["model_cache"], directory=str(shared))
         (tmp_path / "modelcache.yaml").write_text(yaml.safe_dump(config))
         agent_env = {k: host_path(v) for k, v in env_of(services["agent"]).items()}
@@ -261,8 +309,23 @@ def test_the_fleet_runs_offline_read_only_and_survives_the_embedding_server(
 
         check_every_answer("remote")
 
-        # 5. the embedding server dies mid-run: the local copy (same space) serves, every answer unchanged
-        embedder.kill()
+        # 5. the embedding server dies mid-run, while both services answer queries: the local copy (same
+        # space) takes over, and every answer, before, during and after, is the right memory
+        with Queriers(agents) as queriers:
+            queriers.wait(lambda tier: tier.startswith("remote:"))
+            killed = time.monotonic()
+            embedder.kill()
+            queriers.wait(lambda tier: tier == "preferred")
+            print(f"\nfleet: {len(queriers.answers)} answers, every agent on the local copy "
+                  f"{time.monotonic() - killed:.1f} s after the kill")
+        for agent in agents:
+            answers = [a for a in queriers.answers if a[0] == agent.name]
+            wrong = [a for a in answers if a[2] != SEMANTIC[a[1]] or a[3] != "vector" or a[4] != space]
+            assert not wrong and not queriers.errors, (wrong[:3], queriers.errors[:3])
+            tiers = [a[5] for a in answers]  # served remotely, then locally: one switch, never back
+            switch = next(i for i, t in enumerate(tiers) if t == "preferred")
+            assert switch > 0 and all(t.startswith("remote:") for t in tiers[:switch])
+            assert set(tiers[switch:]) == {"preferred"}
         check_every_answer("preferred")
         for agent, (key, (text, _)) in zip(agents, LATE.items(), strict=False):
             answer = agent.add([key], [text])
