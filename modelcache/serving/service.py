@@ -16,11 +16,10 @@ tiers listed in ``fallback.models`` (``"bundled"`` and ``"keyword"`` are valid n
 ``strict`` uses the preferred model and the tiers the registry declares to be in its
 embedding space (never a degraded one) and raises :class:`ModelUnavailableError` otherwise.
 
-Each failing tier is logged once (``logging.getLogger("modelcache")``) with its reason,
-counted, and shown in :meth:`EmbeddingService.status`. After ``fallback.retry_preferred_after_s``
-an embed call starts one background attempt to load the better tiers again; when one
-loads, the service switches back to it (no restart). Nothing is loaded and no torch is
-imported until the first embed.
+Each failing tier is logged once with its reason, counted, and shown in :meth:`status`. After
+``fallback.retry_preferred_after_s`` an embed call starts one background attempt to load the better
+tiers again (a verified model that fails to load is re-fetched once: :mod:`.reload`); when one
+loads, the service switches back to it. Nothing is loaded until the first embed.
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ from modelcache.registry import ModelSpec, Registry, get_registry
 from modelcache.serving.batching import MicroBatcher
 from modelcache.serving.options import settings_from_options
 from modelcache.serving.recovery import RecoveryMixin, call_within
+from modelcache.serving.reload import load_or_refetch
 from modelcache.serving.remote import load_remote
 from modelcache.serving.tiers import DEFAULT_DIMS, Strategy, Tier, TierPlan, _reason
 from modelcache.settings import Settings, load_settings
@@ -224,7 +224,7 @@ class EmbeddingService(RecoveryMixin):
         if tier.kind == "remote":
             return load_remote(self, tier)  # the probe decides its fingerprint (same space or its own)
         revision = self.revision if tier.kind == "preferred" else None
-        encoder = self.manager.load(tier.spec, revision, retries=retries)
+        encoder = load_or_refetch(self.manager, tier.spec, revision, retries)  # verified but unloadable: once
         want = self._dims if tier.kind != "preferred" else (self._dims_hint or (tier.spec.dims if tier.spec else None))
         if want and encoder.dims != want and not self.settings.fallback.allow_dimension_mismatch:
             raise ValueError(f"{tier.model} gives {encoder.dims} dims, expected {want} "
