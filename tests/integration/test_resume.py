@@ -38,8 +38,9 @@ def test_kill_9_mid_download_then_pull_resumes(hub, proxy):
     arrived = 0
     while time.monotonic() < deadline and arrived < size // 3:
         parts = list(part_dir.rglob("*.part")) if part_dir.exists() else []
-        big = [p for p in parts if p.stat().st_size > 0 and p.name.startswith(
-            hub.repos[TINY_REPO].files_at("main")["model.safetensors"].sha256)]
+        # the name first: the small files' .part files vanish as they finish (configs come before the weights)
+        big = [p for p in parts if p.name.startswith(hub.repos[TINY_REPO].files_at("main")["model.safetensors"].sha256)
+               and p.stat().st_size > 0]
         arrived = big[0].stat().st_size if big else 0
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
