@@ -338,18 +338,25 @@ class Puller:
                         staging: Path, stats: RetryStats) -> Path:
         """Download one file (resumable), verify it, move it into blobs/. Re-fetch once on mismatch."""
         part = self.store.partial_path(repo_id, exp.blob_name)
+        patience = [1.0]  # a request that timed out is retried with twice the timeouts (at most 8x)
         for attempt in (1, 2):
             what = f"download {repo_id}/{exp.path} from {remote.shown}"
             deadline = self._file_deadline(exp, what, remote.deadline)
 
             def fetch() -> int:
+                from modelcache.hub.http import httpx
                 from modelcache.hub.transfer import fetch_to_part
 
-                return fetch_to_part(repo_id, exp.path, commit, part, endpoint=remote.endpoint,
-                                     token=remote.token, expected_size=exp.size, timeout=remote.timeout,
-                                     read_timeout=self.settings.model_cache.download_timeout, deadline=deadline,
-                                     compression=remote.compression,
-                                     chunk_size=self.settings.download.chunk_size_kb * 1024)
+                try:
+                    return fetch_to_part(repo_id, exp.path, commit, part, endpoint=remote.endpoint,
+                                         token=remote.token, expected_size=exp.size,
+                                         timeout=remote.timeout * patience[0],
+                                         read_timeout=self.settings.model_cache.download_timeout * patience[0],
+                                         deadline=deadline, compression=remote.compression,
+                                         chunk_size=self.settings.download.chunk_size_kb * 1024)
+                except httpx().TimeoutException:
+                    patience[0] = min(patience[0] * 2, 8.0)
+                    raise
 
             try:
                 stats.bytes_received += remote.policy.call(fetch, what, stats, deadline=deadline)

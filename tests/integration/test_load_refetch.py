@@ -51,3 +51,15 @@ def test_offline_nothing_is_refetched_and_the_chain_moves_on(hub, isolated_env):
         svc.embed(["hello"])
     assert svc.active_tier == "keyword"  # nothing fetched; the model's failure is reported
     assert "preferred" in {t["name"] for t in svc.status()["tiers"] if t["ok"] is False}
+
+
+def test_a_timed_out_download_is_retried_with_a_longer_timeout(proxy, isolated_env):
+    fault_proxy = proxy
+    # every GET of the weights answers 1.5 s late, twice; the read timeout is 1 s: the first try
+    # times out, the retry waits 2 s and gets the file (with a fixed timeout both would time out)
+    fault_proxy.add_fault("delay", path_contains="model.safetensors", times=2, seconds=1.5)
+    settings = load_settings({"download": {"endpoints": [fault_proxy.endpoint], "retries": 1, "backoff_base": 0.05},
+                              "model_cache": {"download_timeout": 1.0}})
+    result = ModelManager(settings).pull(TINY_REPO)
+    assert (result.snapshot / "model.safetensors").exists()
+    assert fault_proxy.count("GET", "model.safetensors") == 2
