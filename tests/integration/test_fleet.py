@@ -9,6 +9,8 @@ pulled, from that cache; PostgreSQL and ``chroma run``; the agent service (docs/
 uvicorn, its compose environment) as two processes on the read-only cache. Both add memories and
 query them through the shared memory; the embedding server is killed mid-run; every answer stays
 right, in the same embedding space, and neither service touches the Hub or writes to the cache.
+The Dockerfile's pre-pull (its BuildKit cache-mount RUN) runs too: a rebuild downloads nothing, and the
+pull job on a volume seeded from the image's /models makes no request.
 """
 
 from __future__ import annotations
@@ -121,6 +123,42 @@ def test_the_compose_file_wires_the_fleet(compose: dict, fleet_config: dict) -> 
                                                               "/" + pg["POSTGRES_DB"])
     assert agent["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert env["CHROMA_HOST"] == "chroma" and env["CHROMA_PORT"] == option(services["chroma"]["command"], "--port")
+
+
+def prepull_script() -> str:
+    """The Dockerfile's pre-pull: the ``sh -euc '...'`` of its RUN with the /buildcache cache mount."""
+    dockerfile = (FLEET / "Dockerfile").read_text()
+    run = next(part for part in dockerfile.split("\nRUN ")[1:]
+               if part.startswith("--mount=type=cache,target=/buildcache"))
+    return run[run.index("sh -euc '") + len("sh -euc '"):run.rindex("'")]
+
+
+def test_the_dockerfile_pre_pull_seeds_the_volume_and_a_rebuild_downloads_nothing(
+        compose: dict, proxy: FaultProxy, tmp_path: Path) -> None:
+    script = prepull_script()
+    assert "modelcache pull" in script and "modelcache import" in script
+
+    def build(body: str) -> None:  # a `docker build` step: the cache mount kept, the image's /models fresh
+        body = body.replace("/buildcache", str(tmp_path / "buildcache")).replace("/models", str(tmp_path / "image"))
+        body = body.replace("/tmp/model.tar.gz", str(tmp_path / "model.tar.gz"))
+        env = os.environ | {"MODEL": MINILM_REPO, "PREPULL_ENDPOINT": proxy.endpoint,
+                            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        done = subprocess.run(["sh", "-euc", body], env=env, capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    build(script)
+    assert proxy.count("GET") > 0
+    proxy.reset()
+    build(script.splitlines()[0])  # a rebuild's pull: the pin in the cache mount names the commit
+    assert proxy.count() == 0
+
+    # the volume seeded from the image's /models: the pull job's command finds the model there, offline or not
+    job = [proxy.endpoint if a.startswith("http://mirror") else a for a in compose["services"]["model-pull"]["command"]]
+    done = subprocess.run([sys.executable, "-m", "modelcache", *job[1:], "--json"], capture_output=True, text=True,
+                          env=os.environ | {"MODELCACHE_CACHE_DIR": str(tmp_path / "image")}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["network"] is False and proxy.count() == 0
 
 
 # -- the fleet, run -------------------------------------------------------------------------------
