@@ -59,7 +59,9 @@ def load_encoder(local: ModelDir, settings: Settings, backend: str | None = None
             except (ModelCacheError, ImportError, OSError, RuntimeError) as exc:
                 if precision != "fp32":
                     raise
-                log.warning("ONNX backend unavailable for %s (%s); using torch", spec.name, exc)
+                # the message, not the exception: a kept log record must not keep its frames (and the
+                # half-built export's memory-mapped weights) alive
+                log.warning("ONNX backend unavailable for %s (%s); using torch", spec.name, str(exc))
         elif precision == "int8":
             raise BackendUnavailableError("onnx", "onnx", "int8 precision needs the ONNX backend")
         backend = "torch"

@@ -302,6 +302,7 @@ def _evict(mgr: CacheOwner, repo_id: str, lock_timeout: float) -> bool:
     except Timeout:
         log.warning("not evicting %s: another process holds its lock", repo_id)
         return False
+    store.drop_derived(d)
     remove_tree(trash)  # retries: a metadata write that raced the rename can land in the trash
     shutil.rmtree(store.state_dir / "partial" / repo_folder(repo_id), ignore_errors=True)
     mgr.lockfile.remove(repo_id)

@@ -31,7 +31,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from modelcache._util import FILE_MODE, is_commit, safe_relpath
+from modelcache._util import FILE_MODE, is_commit, read_json, safe_relpath
 from modelcache.cache.integrity import FileExpectation
 from modelcache.errors import DiskSpaceError, ReadOnlyCacheError, UnsafeFileError
 
@@ -349,8 +349,27 @@ class CacheStore:
                         for p in (d / "refs").rglob("*") if p.is_file()}
             commits = sorted(p.name for p in (d / "snapshots").iterdir()) if (d / "snapshots").is_dir() else []
             size = sum(p.stat().st_size for p in (d / "blobs").iterdir()) if (d / "blobs").is_dir() else 0
+            size += sum(e.stat().st_size for e in self._derived(d))  # its ONNX exports count as its size
             out.append(CachedRepo(repo_id, d, size, commits, refs, self.read_meta(repo_id)))
         return out
+
+    def _derived(self, repo_dir: Path, drop: bool = False) -> list[Path]:
+        """The ONNX files made from a repo's snapshots (exports, and the int8 files made from those)."""
+        root = self.state_dir / "onnx"
+        mine = [os.path.realpath(repo_dir)]
+        found: list[Path] = []
+        entries = sorted(p.parent for p in root.glob("*/meta.json")) if root.is_dir() else []
+        for entry in entries + entries:  # twice: an int8 entry may be listed before the fp32 it came from
+            source = os.path.realpath(str(read_json(entry / "meta.json").get("source", "")) or "/nonexistent")
+            model = entry / "model.onnx"
+            if model in found or not any(source == g or source.startswith(g + os.sep) for g in mine):
+                continue
+            mine.append(os.path.realpath(entry))
+            if model.exists():
+                found.append(model)
+            if drop:
+                shutil.rmtree(entry, ignore_errors=True)
+        return found
 
     def remove(self, repo_id: str) -> bool:
         self._require_writable(f"remove {repo_id}")
@@ -363,5 +382,11 @@ class CacheStore:
             trash = self.state_dir / "trash" / f"{d.name}-{uuid.uuid4().hex[:6]}"
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.rename(d, trash)  # disappears at once for readers; then delete at leisure
+        self.drop_derived(d)
         remove_tree(trash)
         return True
+
+    def drop_derived(self, repo_dir: Path) -> None:
+        """Remove what was made from a removed repo's files (its ONNX exports), so removing or evicting
+        a model frees all the room it took."""
+        self._derived(repo_dir, drop=True)

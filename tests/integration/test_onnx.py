@@ -292,3 +292,16 @@ def test_default_settings_export_when_the_model_enters_the_cache_and_first_use_i
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "DIMS 32 HEAVY []" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+@needs_export
+def test_an_export_counts_as_its_models_size_and_goes_with_it(tiny_model_dir, isolated_env):
+    mgr = ModelManager(load_settings(embedding={"precision": "int8"}))
+    local = mgr.ensure(str(tiny_model_dir))  # fp32 export + the int8 file made from it
+    exports = sorted(export_dir(mgr).glob("*/model.onnx"))
+    assert len(exports) == 2
+    repo = next(r for r in mgr.store.repos() if r.repo_id == local.spec.repo_id)
+    blobs = sum(p.stat().st_size for p in (repo.path / "blobs").iterdir())
+    assert repo.size == blobs + sum(p.stat().st_size for p in exports)
+    assert mgr.remove(local.spec)
+    assert not list(export_dir(mgr).glob("*/model.onnx"))  # removing the model frees all it took
