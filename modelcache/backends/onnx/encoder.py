@@ -14,7 +14,7 @@ import numpy as np
 
 from modelcache._util import read_json
 from modelcache.backends.base import Kind
-from modelcache.backends.torch_st import refuse_remote_code
+from modelcache.backends.torch_st import _word_prefix, refuse_remote_code
 from modelcache.cache.modelfiles import ModelLayout
 from modelcache.errors import BackendUnavailableError, OnnxUnsupportedError
 from modelcache.texts import check_texts
@@ -103,7 +103,22 @@ class OnnxEncoder:
         inputs = [prompt + t for t in texts] if prompt else texts
         if self.layout.do_lower_case:
             inputs = [t.lower() for t in inputs]
+        # a text far past the limit: when a whole-word prefix already fills it, that prefix gives the same
+        # tokens (so the same vector) without tokenizing megabytes
+        cap = self._max_seq_length * 16
+        long = [i for i, t in enumerate(inputs) if len(t) > cap]
+        if long:
+            inputs = list(inputs)
+            prefixes = [_word_prefix(inputs[i], cap) for i in long]
+            for i, prefix, enc in zip(long, prefixes, self.tokenizer.encode_batch(prefixes)):
+                if enc.overflowing and len(prefix) < len(inputs[i]) and inputs[i][len(prefix)].isspace():
+                    inputs[i] = prefix
         encoded = self.tokenizer.encode_batch(inputs, add_special_tokens=True)
+        truncated = sum(1 for e in encoded if e.overflowing)
+        mark = object()  # setdefault is atomic: exactly one call reports, once per loaded model
+        if truncated and self.__dict__.setdefault("_truncation_reported", mark) is mark:
+            log.warning("%s: %d of %d texts are longer than max_seq_length (%d tokens) and are truncated to it "
+                        "(reported once per loaded model)", self.name, truncated, len(inputs), self._max_seq_length)
         prompt_len = 0
         if prompt and not self.layout.include_prompt:
             prompt_len = len(self.tokenizer.encode(prompt, add_special_tokens=True).ids) - 1
