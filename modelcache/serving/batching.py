@@ -72,9 +72,13 @@ class MicroBatcher:
     """Gather concurrent ``encode`` / ``aencode`` calls into batches for ``encode_fn(texts, kind)``."""
 
     def __init__(self, encode_fn: EncodeFn, batch_size: int = 32, max_wait_ms: float = 5.0,
-                 queue_size: int = 1024, name: str = "modelcache-batcher"):
-        if batch_size < 1 or queue_size < 1 or max_wait_ms < 0:
-            raise ValueError("batch_size and queue_size must be >= 1 and max_wait_ms >= 0")
+                 queue_size: int = 1024, name: str = "modelcache-batcher", workers: int = 1):
+        if batch_size < 1 or queue_size < 1 or max_wait_ms < 0 or workers < 1:
+            raise ValueError("batch_size, queue_size and workers must be >= 1 and max_wait_ms >= 0")
+        #: batches run at once (``embedding.parallel_batches``): each worker gathers and runs its own
+        self.workers = workers
+        self._threads: list[threading.Thread] = []
+        self._fill = threading.Lock()  # chunks of one long request may finish in two workers at once
         self.encode_fn = encode_fn
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -116,8 +120,11 @@ class MicroBatcher:
             self._stats["requests"] += 1
             self._stats["texts"] += len(texts)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+                names = [self.name] if self.workers == 1 else [f"{self.name}-{i}" for i in range(self.workers)]
+                self._threads = [threading.Thread(target=self._run, name=n, daemon=True) for n in names]
+                self._thread = self._threads[0]
+                for thread in self._threads:
+                    thread.start()
             self._cond.notify()
         return req.future
 
@@ -208,12 +215,14 @@ class MicroBatcher:
         self._dims = rows.shape[1]
         pos = 0
         for req, idx in live:
-            if req.out is None:
-                req.out = np.empty((len(req.texts), rows.shape[1]), dtype=np.float32)
-            req.out[idx] = rows[pos:pos + len(idx)]
+            with self._fill:
+                if req.out is None:
+                    req.out = np.empty((len(req.texts), rows.shape[1]), dtype=np.float32)
+                req.out[idx] = rows[pos:pos + len(idx)]
+                req.filled += len(idx)
+                done = req.filled == len(req.texts)
             pos += len(idx)
-            req.filled += len(idx)
-            if req.filled == len(req.texts):
+            if done:
                 req.future.set_result(req.out)
 
     def _fail(self, req: _Request, exc: BaseException) -> None:
@@ -248,9 +257,10 @@ class MicroBatcher:
                     req.future.set_exception(err)
                 self._pending_texts.clear()
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     @property
     def closed(self) -> bool:

@@ -338,7 +338,7 @@ class EmbeddingService(RecoveryMixin):
                 return current[1]
             emb = self.settings.embedding
             batcher = MicroBatcher(encoder.encode, batch_size=emb.batch_size, max_wait_ms=emb.max_batch_wait_ms,
-                                   queue_size=emb.queue_size)
+                                   queue_size=emb.queue_size, workers=emb.parallel_batches)
             self._batcher = (encoder, batcher)
         if current is not None:
             current[1].close(drain=True)  # calls already queued on the old model finish there

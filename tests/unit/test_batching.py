@@ -280,3 +280,31 @@ def test_no_thread_until_first_request_and_empty_input():
     assert "mc-test-lazy" in {t.name for t in threading.enumerate()}
     b.close()
     assert "mc-test-lazy" not in {t.name for t in threading.enumerate()}
+
+
+def test_parallel_batches_run_at_once_and_a_long_request_split_across_workers_comes_back_whole():
+    import threading
+
+    both = threading.Barrier(2, timeout=5)
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def encode(texts, kind):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            both.wait()  # passes only when two batches are being encoded at the same time
+        except threading.BrokenBarrierError:
+            pass
+        with lock:
+            running[0] -= 1
+        return np.array([[float(t), 1.0] for t in texts], dtype=np.float32)
+
+    batcher = MicroBatcher(encode, batch_size=4, max_wait_ms=0, workers=2)
+    texts = [str(i) for i in range(8)]  # two chunks of 4: one per worker
+    out = batcher.encode(texts)
+    batcher.close()
+    assert peak[0] == 2
+    np.testing.assert_array_equal(out[:, 0], np.arange(8, dtype=np.float32))
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(encode, workers=0)
