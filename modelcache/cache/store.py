@@ -341,6 +341,7 @@ class CacheStore:
         out: list[CachedRepo] = []
         if not self.root.is_dir():
             return out
+        exports = self._exports()
         for d in sorted(self.root.glob("models--*")):
             repo_id = d.name[len("models--"):].replace("--", "/")
             refs = {}
@@ -349,25 +350,30 @@ class CacheStore:
                         for p in (d / "refs").rglob("*") if p.is_file()}
             commits = sorted(p.name for p in (d / "snapshots").iterdir()) if (d / "snapshots").is_dir() else []
             size = sum(p.stat().st_size for p in (d / "blobs").iterdir()) if (d / "blobs").is_dir() else 0
-            size += sum(e.stat().st_size for e in self._derived(d))  # its ONNX exports count as its size
+            size += sum(e.stat().st_size for e in self._derived(d, exports))  # its ONNX exports are its size too
             out.append(CachedRepo(repo_id, d, size, commits, refs, self.read_meta(repo_id)))
         return out
 
-    def _derived(self, repo_dir: Path, drop: bool = False) -> list[Path]:
-        """The ONNX files made from a repo's snapshots (exports, and the int8 files made from those)."""
+    def _exports(self) -> list[tuple[Path, str]]:
+        """Every ONNX export entry with the (real) path it was made from, read once per listing."""
         root = self.state_dir / "onnx"
+        return [(p.parent, os.path.realpath(str(read_json(p).get("source", "")) or "/nonexistent"))
+                for p in sorted(root.glob("*/meta.json"))] if root.is_dir() else []
+
+    def _derived(self, repo_dir: Path, exports: list[tuple[Path, str]] | None = None,
+                 drop: bool = False) -> list[Path]:
+        """The ONNX files made from a repo's snapshots (exports, and the int8 files made from those)."""
+        exports = self._exports() if exports is None else exports
         mine = [os.path.realpath(repo_dir)]
-        found: list[Path] = []
-        entries = sorted(p.parent for p in root.glob("*/meta.json")) if root.is_dir() else []
-        for entry in entries + entries:  # twice: an int8 entry may be listed before the fp32 it came from
-            source = os.path.realpath(str(read_json(entry / "meta.json").get("source", "")) or "/nonexistent")
-            model = entry / "model.onnx"
-            if model in found or not any(source == g or source.startswith(g + os.sep) for g in mine):
-                continue
-            mine.append(os.path.realpath(entry))
-            if model.exists():
-                found.append(model)
-            if drop:
+        picked: list[Path] = []
+        for _ in range(2):  # an int8 file's source is the fp32 export it was made from: one more pass finds it
+            for entry, source in exports:
+                if entry not in picked and any(source == g or source.startswith(g + os.sep) for g in mine):
+                    picked.append(entry)
+                    mine.append(os.path.realpath(entry))
+        found = [e / "model.onnx" for e in picked if (e / "model.onnx").exists()]
+        if drop:
+            for entry in picked:
                 shutil.rmtree(entry, ignore_errors=True)
         return found
 

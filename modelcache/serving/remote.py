@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelcache.backends import precision
 from modelcache.backends.remote import RemoteEncoder
 from modelcache.errors import RemoteEmbeddingError
 
@@ -32,17 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelcache")
 
-#: the fixed probe set (short, long, punctuation, non-English, numbers)
-PROBES = (
-    "Hello world",
-    "The agent stored a memory about the user's favourite programming language: Python.",
-    "Remind me to water the plants on Tuesday morning.",
-    "PostgreSQL uses write-ahead logging to make committed transactions durable.",
-    "Wie spät ist es? Quelle heure est-il?",
-    "ok",
-    "Order #4512 shipped on 2024-03-07; total $129.99 (incl. VAT).",
-    " ".join(["the quick brown fox jumps over the lazy dog"] * 12),
-)
+#: the probe set is the one the int8 quality gate uses (short, long, code, non-English, numbers)
+PROBES = precision.PROBES
 #: the lowest cosine, on every probe, for a remote server to share the local model's fingerprint
 SAME_SPACE_MIN_COSINE = 0.999
 
@@ -79,8 +71,7 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """The lowest row-wise cosine of two (n, d) arrays (-1 when their shapes differ)."""
     if a.shape != b.shape or a.size == 0:
         return -1.0
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    return float(np.min(np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-12)))
+    return float(precision.cosines(a, b).min())
 
 
 def load_remote(service: Any, tier: Tier) -> RemoteEncoder:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 from modelcache.ops.cli.common import app
 from tests.support.fault_proxy import FaultProxy
 from tests.support.hub import TINY_REPO, HubRepo, LocalHub
+from tests.support.shell import run_recipe_script
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF_Q4 = b"GGUF" + os.urandom(2 * 1024 * 1024)
@@ -88,14 +88,7 @@ def recipes() -> dict[str, str]:
 
 
 def run_recipe(name: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    script = recipes()[name]
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, (f"recipe {name} failed:\n{script}\n--- stdout\n{done.stdout}\n"
-                                  f"--- stderr\n{done.stderr}")
-    return done
+    return run_recipe_script(name, recipes()[name], env, cwd)
 
 
 def tree(root: Path) -> list[tuple[str, bytes]]:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typer.testing import CliRunner
 from modelcache.ops.cli.common import app
 from tests.support.fault_proxy import FaultProxy
 from tests.support.hub import TINY_REPO, HubRepo, LocalHub, files_from_dir
+from tests.support.shell import run_recipe_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: nothing listens
@@ -36,10 +36,6 @@ def run(*args: str, code: int | None = 0) -> dict | list:
     return json.loads(result.stdout)
 
 
-@pytest.fixture
-def online(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> LocalHub:
-    monkeypatch.setenv("MODELCACHE_ENDPOINTS", hub.endpoint)
-    return hub
 
 
 def use_cache(monkeypatch: pytest.MonkeyPatch, path: Path) -> Path:
@@ -467,14 +463,7 @@ def doc_blocks() -> dict[str, str]:
 
 
 def run_recipe(name: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    script = doc_blocks()[name]
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, (f"recipe {name} failed:\n{script}\n--- stdout\n{done.stdout}\n"
-                                  f"--- stderr\n{done.stderr}")
-    return done
+    return run_recipe_script(name, doc_blocks()[name], env, cwd)
 
 
 @pytest.mark.slow

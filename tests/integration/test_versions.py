@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -12,21 +11,8 @@ from typer.testing import CliRunner
 
 from modelcache.ops.cli.common import app
 from modelcache.ops.versions import PROBES
-from tests.integration.test_ops_cli import new_repo, use_cache
+from tests.integration.test_ops_cli import new_repo, run, use_cache
 from tests.support.hub import LocalHub, files_from_dir
-
-
-def run(*args: str, code: int | None = 0) -> dict:
-    result = CliRunner().invoke(app, [*args, "--json"])
-    if code is not None:
-        assert result.exit_code == code, f"{args} -> {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return json.loads(result.stdout)
-
-
-@pytest.fixture
-def online(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> LocalHub:
-    monkeypatch.setenv("MODELCACHE_ENDPOINTS", hub.endpoint)
-    return hub
 
 
 def test_outdated_records_and_shows_the_hubs_revisions(online: LocalHub, tiny_model_dir: Path, tmp_path: Path,
